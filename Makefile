@@ -1,0 +1,53 @@
+# tictac-fleet: `make run` to play, `make test` to prove it.
+PY ?= python3.11
+VENV := .venv
+BIN := $(VENV)/bin
+PYTHON := $(BIN)/python
+HOST ?= 127.0.0.1
+PORT ?= 8000
+MAX_FRAME_BYTES ?= 16384
+POSTGRES_TEST_URL ?= postgres://postgres@127.0.0.1:5432/postgres
+
+.PHONY: help setup run test lint types test-sqlite test-postgres browser-deps clean
+
+help:
+	@echo "make run    - serve the game on http://$(HOST):$(PORT) (SQLite, in-memory layer)"
+	@echo "make test   - lint, types and every test (SQLite and PostgreSQL)"
+
+$(VENV)/.installed: requirements/base.txt requirements/production.txt requirements/local.txt
+	test -x $(PYTHON) || $(PY) -m venv $(VENV)
+	$(PYTHON) -m pip install --quiet --upgrade pip
+	$(PYTHON) -m pip install --quiet -r requirements/local.txt
+	touch $@
+
+setup: $(VENV)/.installed
+
+run: setup
+	$(PYTHON) manage.py migrate --noinput
+	$(BIN)/uvicorn config.asgi:application --host $(HOST) --port $(PORT) \
+		--ws-max-size $(MAX_FRAME_BYTES) --timeout-graceful-shutdown 10
+
+# Debian's chromium for the Playwright tests (Playwright's own browser download
+# is not reachable here, and Debian's build is the one the tests target).
+browser-deps:
+	@command -v chromium >/dev/null 2>&1 || { \
+		echo "installing Debian chromium for the browser tests"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; }
+
+lint: setup
+	$(BIN)/ruff format --check .
+	$(BIN)/ruff check .
+
+types: setup
+	$(BIN)/mypy .
+
+test-sqlite: setup browser-deps
+	$(BIN)/pytest -m "not postgres"
+
+test-postgres: setup
+	DATABASE_URL=$(POSTGRES_TEST_URL) $(BIN)/pytest tests/test_services.py tests/test_consumer.py tests/test_concurrency.py
+
+test: lint types test-sqlite test-postgres
+
+clean:
+	rm -rf $(VENV) var .mypy_cache .ruff_cache .pytest_cache

@@ -1,0 +1,13 @@
+from django.urls import path
+
+from game import views
+
+urlpatterns = [
+    path("", views.index, name="index"),
+    path("healthz", views.healthz, name="healthz"),
+    path("readyz", views.readyz, name="readyz"),
+    path("api/rooms/<str:code>", views.room_detail, name="room-detail"),
+]
+
+handler404 = "game.views.not_found"
+handler500 = "game.views.server_error"

@@ -1,0 +1,171 @@
+"""The GameRoom consumer: parse a frame, call a service, broadcast. No rules, no SQL."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from channels.generic.websocket import AsyncWebsocketConsumer
+from django.conf import settings
+
+from . import bots, services
+from .aio import call, call_then_read, read_state
+from .exceptions import GameError
+from .groups import broadcast_state, broadcast_text, room_group
+from .protocol import (
+    PROTOCOL_VERSION,
+    Bot,
+    Chat,
+    ClientMessage,
+    Join,
+    Move,
+    Ping,
+    Relay,
+    Simple,
+    StateMessage,
+    encode,
+    error_frame,
+    parse,
+)
+from .ratelimit import RateLimiter, Verdict
+from .replica import replica_name
+from .rules import Mark
+
+log = logging.getLogger(__name__)
+
+CLOSE_POLICY = 1008
+CLOSE_TOO_BIG = 1009
+CLOSE_SERVER_ERROR = 1011
+
+
+class GameRoom(AsyncWebsocketConsumer):  # type: ignore[misc]
+    room: str
+    group: str
+    mark: Mark | None = None
+    name: str = ""
+    registered = False
+
+    async def connect(self) -> None:
+        self.room = self.scope["url_route"]["kwargs"]["room_code"]
+        self.group = room_group(self.room)
+        self.limiter = RateLimiter(
+            soft=settings.RATE_LIMIT_PER_SECOND, hard=settings.RATE_LIMIT_CLOSE_PER_SECOND
+        )
+        await call(
+            services.connection_open,
+            code=self.room,
+            channel_name=self.channel_name,
+            replica=replica_name(),
+        )
+        self.registered = True
+        # Join the group before accepting: `welcome` promises broadcasts already flow.
+        await self.channel_layer.group_add(self.group, self.channel_name)
+        await self.accept()
+        await self.send(
+            text_data=encode(
+                {
+                    "type": "welcome",
+                    "room": self.room,
+                    "server": replica_name(),
+                    "protocol": PROTOCOL_VERSION,
+                }
+            )
+        )
+        state = await read_state(self.room)
+        await self.send(text_data=encode(state))
+        await broadcast_state(self.room)  # spectator count changed
+
+    async def disconnect(self, code: int) -> None:
+        if not self.registered:
+            return
+        await self.channel_layer.group_discard(self.group, self.channel_name)
+        if await call(services.connection_close, channel_name=self.channel_name):
+            await broadcast_state(self.room)
+
+    # --- frames from the client ----------------------------------------------
+
+    async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
+        if text_data is None:
+            await self.send(text_data=error_frame(GameError("bad_message", "Use text frames.")))
+            return
+        if len(text_data) * 4 > settings.MAX_FRAME_BYTES and (
+            len(text_data.encode()) > settings.MAX_FRAME_BYTES
+        ):
+            await self.close(code=CLOSE_TOO_BIG)
+            return
+        verdict = self.limiter.hit()
+        if verdict is Verdict.CLOSE:
+            await self.close(code=CLOSE_POLICY)
+            return
+        try:
+            if verdict is Verdict.DROP:
+                raise GameError("rate_limited")
+            await self.handle(parse(text_data))
+        except GameError as error:
+            await self.send(text_data=error_frame(error))
+        except Exception:
+            log.exception("room %s: message failed", self.room)
+            await self.close(code=CLOSE_SERVER_ERROR)
+
+    async def handle(self, message: ClientMessage) -> None:
+        match message:
+            case Move(cell=cell, version=version):
+                await self.changed(services.move_play, mark=self.mark, cell=cell, version=version)
+            case Relay(data=data):
+                await broadcast_text(self.room, "game.relay", encode({"payload": data}))
+            case Join(name=name, token=token):
+                grant, state = await call_then_read(
+                    services.seat_join,
+                    code=self.room,
+                    channel_name=self.channel_name,
+                    held=self.mark,
+                    name=name,
+                    token=token,
+                )
+                self.mark, self.name = grant.mark, grant.name
+                await self.send(
+                    text_data=encode({"type": "joined", "mark": grant.mark, "token": grant.token})
+                )
+                await self.publish(state)
+            case Chat(text=text):
+                if self.mark is None:
+                    raise GameError("not_joined")
+                chat = {"type": "chat", "mark": self.mark, "name": self.name, "text": text}
+                await broadcast_text(self.room, "game.chat", encode(chat))
+            case Simple(type="rematch"):
+                await self.changed(services.rematch_request, mark=self.mark)
+            case Bot(level=level):
+                await self.changed(services.bot_invite, held=self.mark, level=level)
+            case Simple(type="sync"):
+                await self.send(text_data=encode(await read_state(self.room)))
+            case Ping(t=t):
+                await self.send(text_data=encode({"type": "pong", "t": t}))
+
+    async def changed(self, service: Any, **kwargs: Any) -> None:
+        """Apply a service to this room, then send the room its new state."""
+        _, state = await call_then_read(service, code=self.room, **kwargs)
+        await self.publish(state)
+
+    async def publish(self, state: StateMessage | None) -> None:
+        if state is None:
+            return
+        await broadcast_text(self.room, "game.state", encode(state))
+        bots.schedule_if_due(state)
+
+    # --- group events: pre-encoded frames, forwarded as they are --------------
+
+    async def game_state(self, event: dict[str, Any]) -> None:
+        await self.send(text_data=event["text"])
+
+    async def game_chat(self, event: dict[str, Any]) -> None:
+        await self.send(text_data=event["text"])
+
+    async def game_relay(self, event: dict[str, Any]) -> None:
+        await self.send(text_data=event["text"])
+
+
+class Refuse(AsyncWebsocketConsumer):  # type: ignore[misc]
+    """Any other WebSocket path: refused during the handshake (HTTP 403)."""
+
+    async def connect(self) -> None:
+        await self.close()

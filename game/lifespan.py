@@ -1,0 +1,32 @@
+"""ASGI lifespan: start the replica heartbeat, retire the replica on shutdown."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from typing import Any
+
+from . import replica
+
+log = logging.getLogger(__name__)
+
+
+class Lifespan:
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        stop = asyncio.Event()
+        task: asyncio.Task[None] | None = None
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                task = asyncio.create_task(replica.heartbeat_forever(stop))
+                log.info("replica %s up", replica.replica_name())
+                await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                stop.set()
+                if task is not None:
+                    await task
+                with contextlib.suppress(Exception):
+                    await replica.retire()
+                await send({"type": "lifespan.shutdown.complete"})
+                return

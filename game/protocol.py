@@ -1,0 +1,181 @@
+"""Wire messages of protocol version 1 (../shared/PROTOCOL.md) and client frame parsing.
+
+Parsing checks only what does not depend on the game (JSON shape, field
+types); game-dependent checks and their order live in the services.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from typing import Any, Literal, NotRequired, TypedDict
+
+from .exceptions import GameError
+from .rules import Mark
+
+PROTOCOL_VERSION = 1
+ROOM_CODE_RE = re.compile(r"^[A-Za-z0-9_-]{1,32}$")
+NAME_MAX = 32
+CHAT_MAX = 280
+
+
+def valid_room_code(code: str) -> bool:
+    return ROOM_CODE_RE.fullmatch(code) is not None
+
+
+# --- server -> client ---------------------------------------------------------
+
+
+class PlayerInfo(TypedDict):
+    name: str
+    online: bool
+    bot: NotRequired[bool]  # addition to protocol 1: the seat holds a computer opponent
+
+
+class StateMessage(TypedDict):
+    type: Literal["state"]
+    room: str
+    version: int
+    board: list[Mark | None]
+    turn: Mark | None
+    status: Literal["waiting", "playing", "won", "draw"]
+    winner: Mark | None
+    line: list[int] | None
+    players: dict[str, PlayerInfo | None]
+    spectators: int
+    rematch: list[Mark]
+
+
+class WelcomeMessage(TypedDict):
+    type: Literal["welcome"]
+    room: str
+    server: str
+    protocol: int
+
+
+class JoinedMessage(TypedDict):
+    type: Literal["joined"]
+    mark: Mark
+    token: str
+
+
+class ChatMessage(TypedDict):
+    type: Literal["chat"]
+    mark: Mark
+    name: str
+    text: str
+
+
+class ErrorMessage(TypedDict):
+    type: Literal["error"]
+    code: str
+    message: str
+
+
+def encode(message: object) -> str:
+    """One compact JSON text frame."""
+    return json.dumps(message, separators=(",", ":"), ensure_ascii=False)
+
+
+def error_frame(error: GameError) -> str:
+    return encode(ErrorMessage(type="error", code=error.code, message=error.message))
+
+
+# --- client -> server ---------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Join:
+    name: str
+    token: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class Move:
+    cell: object  # validated by the move service, in the protocol's error order
+    version: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class Chat:
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
+class Simple:
+    """Messages without fields: rematch, sync."""
+
+    type: Literal["rematch", "sync"]
+
+
+@dataclass(frozen=True, slots=True)
+class Bot:
+    level: Literal["perfect", "easy"]  # optional "level" field, an addition to protocol 1
+
+
+@dataclass(frozen=True, slots=True)
+class Ping:
+    t: Any
+
+
+@dataclass(frozen=True, slots=True)
+class Relay:
+    data: Any
+
+
+ClientMessage = Join | Move | Chat | Simple | Bot | Ping | Relay
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _name(value: object) -> str:
+    if not isinstance(value, str) or not 1 <= len(value) <= NAME_MAX or not value.isprintable():
+        raise GameError("bad_message", "name must be 1-32 printable characters.")
+    return value
+
+
+def parse(text: str) -> ClientMessage:
+    """Turn one text frame into a client message, or raise GameError."""
+    try:
+        obj = json.loads(text)
+    except ValueError:
+        raise GameError("bad_json") from None
+    if not isinstance(obj, dict):
+        raise GameError("bad_json")
+    kind = obj.get("type")
+    if kind is None:
+        if "data" in obj:
+            return Relay(obj["data"])
+        raise GameError("unknown_type", "Messages need a type (or data, for the relay).")
+    if not isinstance(kind, str):
+        raise GameError("bad_message", "type must be a string.")
+    if kind == "move":
+        version = obj.get("version")
+        if version is not None and not _is_int(version):
+            raise GameError("bad_message", "version must be an integer.")
+        return Move(cell=obj.get("cell"), version=version)
+    if kind == "join":
+        token = obj.get("token")
+        if token is not None and not isinstance(token, str):
+            raise GameError("bad_message", "token must be a string.")
+        return Join(name=_name(obj.get("name")), token=token)
+    if kind == "chat":
+        chat = obj.get("text")
+        if not isinstance(chat, str) or not 1 <= len(chat) <= CHAT_MAX:
+            raise GameError("bad_message", "text must be 1-280 characters.")
+        return Chat(chat)
+    if kind == "rematch":
+        return Simple("rematch")
+    if kind == "sync":
+        return Simple("sync")
+    if kind == "bot":
+        level = obj.get("level", "perfect")
+        if level != "perfect" and level != "easy":
+            raise GameError("bad_message", "level must be perfect or easy.")
+        return Bot(level)
+    if kind == "ping":
+        return Ping(obj.get("t"))
+    raise GameError("unknown_type", f"Unknown message type {kind[:40]!r}.")

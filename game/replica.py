@@ -1,0 +1,50 @@
+"""This process as a replica: its name, its heartbeat and the sweep of dead peers."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+from functools import cache
+
+from django.conf import settings
+
+from . import services
+from .aio import call
+from .groups import broadcast_state
+
+log = logging.getLogger(__name__)
+
+
+@cache
+def replica_name() -> str:
+    """`REPLICA_NAME`, else host name plus pid (several workers may share a host)."""
+    return settings.REPLICA_NAME or f"{settings.HOSTNAME}-{os.getpid()}"
+
+
+async def beat_once() -> None:
+    await call(services.replica_beat, replica=replica_name())
+    rooms = await call(services.replicas_sweep, timeout_seconds=settings.PRESENCE_TIMEOUT_SECONDS)
+    for code in rooms:
+        await broadcast_state(code)
+    if rooms:
+        log.info("swept connections of dead replicas from %d rooms", len(rooms))
+
+
+async def heartbeat_forever(stop: asyncio.Event) -> None:
+    """Vouch for this replica's connections until `stop` is set."""
+    while not stop.is_set():
+        try:
+            await beat_once()
+        except Exception:
+            log.exception("replica heartbeat failed; retrying")
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), settings.PRESENCE_HEARTBEAT_SECONDS)
+
+
+async def retire() -> None:
+    """Leave cleanly: drop this replica's rows and tell the rooms it served."""
+    rooms = await call(services.replica_retire, replica=replica_name())
+    for code in rooms:
+        await broadcast_state(code)

@@ -1,0 +1,286 @@
+"""The only code that changes game rows.
+
+Every write runs in `transaction.atomic()` and applies only if the room's
+`version` is still the one it read (compare-and-swap), so any replica can take
+any move: of two racing writers one wins and the other re-reads and gets the
+error the new state calls for. Checks run in the order PROTOCOL.md gives.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import TypeVar
+
+from django.db import transaction
+from django.db.models import F
+from django.utils import timezone
+
+from . import rules
+from .exceptions import GameError
+from .models import EMPTY_BOARD_TEXT, Connection, Replica, Room
+from .rules import Mark
+
+MARKS: tuple[Mark, Mark] = ("X", "O")
+BOT_NAME = "Computer"
+CAS_ATTEMPTS = 50
+
+T = TypeVar("T")
+
+
+def as_mark(value: str) -> Mark:
+    """A mark read back from a row."""
+    if value == "X":
+        return "X"
+    if value == "O":
+        return "O"
+    raise ValueError(f"not a mark: {value!r}")
+
+
+def token_hash(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+@dataclass(frozen=True, slots=True)
+class Seat:
+    name: str
+    token_hash: str
+    bot: str
+
+    @property
+    def empty(self) -> bool:
+        return not self.name
+
+
+def seat_of(room: Room, mark: Mark) -> Seat:
+    if mark == "X":
+        return Seat(room.x_name, room.x_token_hash, room.x_bot)
+    return Seat(room.o_name, room.o_token_hash, room.o_bot)
+
+
+def _seat_update(mark: Mark, *, name: str, token_hash: str = "", bot: str = "") -> dict[str, str]:
+    prefix = mark.lower()
+    return {f"{prefix}_name": name, f"{prefix}_token_hash": token_hash, f"{prefix}_bot": bot}
+
+
+def room_outcome(room: Room) -> tuple[rules.Board, rules.Outcome, bool]:
+    """(board, outcome, both seats taken) for a room row."""
+    board = rules.board_from_str(room.board)
+    seated = not seat_of(room, "X").empty and not seat_of(room, "O").empty
+    return board, rules.outcome(board), seated
+
+
+def _cas(room: Room, **changes: object) -> bool:
+    """Apply `changes` and bump the version iff nobody changed the room since it was read."""
+    updated = Room.objects.filter(code=room.code, version=room.version).update(
+        version=F("version") + 1, updated_at=timezone.now(), **changes
+    )
+    return updated == 1
+
+
+def _with_retries(attempt: Callable[[], T | None]) -> T:
+    """Run one read-check-CAS attempt until it is not beaten by a concurrent writer."""
+    for _ in range(CAS_ATTEMPTS):
+        with transaction.atomic():
+            result = attempt()
+        if result is not None:
+            return result
+    raise RuntimeError("room kept changing under a writer; gave up")
+
+
+# --- connections and replicas -------------------------------------------------
+
+
+def connection_open(*, code: str, channel_name: str, replica: str) -> None:
+    with transaction.atomic():
+        Room.objects.get_or_create(code=code)
+        Replica.objects.get_or_create(name=replica, defaults={"heartbeat_at": timezone.now()})
+        Connection.objects.update_or_create(
+            channel_name=channel_name, defaults={"room_id": code, "replica_id": replica}
+        )
+
+
+def connection_close(*, channel_name: str) -> bool:
+    """Forget a connection; True if it was known (so presence changed)."""
+    deleted, _ = Connection.objects.filter(channel_name=channel_name).delete()
+    return deleted > 0
+
+
+def replica_beat(*, replica: str) -> None:
+    Replica.objects.update_or_create(name=replica, defaults={"heartbeat_at": timezone.now()})
+
+
+def replicas_sweep(*, timeout_seconds: float) -> list[str]:
+    """Drop replicas that stopped beating, with their connections; return the rooms affected."""
+    cutoff = timezone.now() - timedelta(seconds=timeout_seconds)
+    with transaction.atomic():
+        dead = Replica.objects.filter(heartbeat_at__lt=cutoff)
+        rooms = list(
+            Connection.objects.filter(replica__in=dead).values_list("room_id", flat=True).distinct()
+        )
+        dead.delete()
+    return rooms
+
+
+def replica_retire(*, replica: str) -> list[str]:
+    """A replica shutting down removes itself and whatever connections it still lists."""
+    with transaction.atomic():
+        rooms = list(
+            Connection.objects.filter(replica_id=replica)
+            .values_list("room_id", flat=True)
+            .distinct()
+        )
+        Replica.objects.filter(name=replica).delete()
+    return rooms
+
+
+# --- seats --------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class SeatGrant:
+    mark: Mark
+    name: str
+    token: str
+
+
+def seat_join(
+    *, code: str, channel_name: str, held: Mark | None, name: str, token: str | None
+) -> SeatGrant:
+    """Take the first empty seat (X, then O), or reclaim the seat a token was issued for."""
+    if held is not None:
+        raise GameError("already_joined")
+
+    def attempt() -> SeatGrant | None:
+        room = Room.objects.get(code=code)
+        if token is not None:
+            digest = token_hash(token)
+            for mark in MARKS:
+                seat = seat_of(room, mark)
+                if seat.token_hash and hmac.compare_digest(seat.token_hash, digest):
+                    Connection.objects.filter(channel_name=channel_name).update(mark=mark)
+                    return SeatGrant(mark=mark, name=seat.name, token=token)
+            raise GameError("bad_token")
+        free = [mark for mark in MARKS if seat_of(room, mark).empty]
+        if not free:
+            raise GameError("room_full")
+        mark = free[0]
+        new_token = secrets.token_urlsafe(24)
+        if not _cas(room, **_seat_update(mark, name=name, token_hash=token_hash(new_token))):
+            return None
+        Connection.objects.filter(channel_name=channel_name).update(mark=mark)
+        return SeatGrant(mark=mark, name=name, token=new_token)
+
+    return _with_retries(attempt)
+
+
+def bot_invite(*, code: str, held: Mark | None, level: rules.Level = "perfect") -> Mark:
+    """Seat a computer opponent in the empty seat."""
+    if held is None:
+        raise GameError("not_joined")
+
+    def attempt() -> Mark | None:
+        room = Room.objects.get(code=code)
+        free = [mark for mark in MARKS if seat_of(room, mark).empty]
+        if not free:
+            raise GameError("room_full")
+        return free[0] if _cas(room, **_seat_update(free[0], name=BOT_NAME, bot=level)) else None
+
+    return _with_retries(attempt)
+
+
+# --- moves and games ----------------------------------------------------------
+
+
+def _is_cell(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= 8
+
+
+def move_play(*, code: str, mark: Mark | None, cell: object, version: int | None) -> int:
+    """Place `mark` on `cell`; return the new version. Errors in the protocol's order."""
+    if mark is None:
+        raise GameError("not_joined")
+    if not _is_cell(cell):
+        raise GameError("bad_cell")
+    assert isinstance(cell, int)
+
+    def attempt() -> int | None:
+        room = Room.objects.get(code=code)
+        board, outcome, seated = room_outcome(room)
+        if outcome.status != "playing":
+            raise GameError("game_over")
+        if not seated:
+            raise GameError("not_started")
+        if version is not None and version != room.version:
+            raise GameError("stale_version")
+        if rules.to_move(board, as_mark(room.opener)) != mark:
+            raise GameError("not_your_turn")
+        if board[cell] is not None:
+            raise GameError("cell_taken")
+        new_board = rules.board_to_str(rules.place(board, cell, mark))
+        return room.version + 1 if _cas(room, board=new_board) else None
+
+    return _with_retries(attempt)
+
+
+def rematch_request(*, code: str, mark: Mark | None) -> bool:
+    """Record that `mark` wants a new game; start it once both asked. True if a game started.
+
+    A recorded request does not bump the version (only seat changes, moves and
+    new games do); it is still guarded by the version and the request list.
+    A computer opponent always agrees.
+    """
+    if mark is None:
+        raise GameError("not_joined")
+
+    def attempt() -> bool | None:
+        room = Room.objects.get(code=code)
+        _, outcome, _ = room_outcome(room)
+        if outcome.status == "playing":
+            raise GameError("not_over")
+        asked = room.rematch if mark in room.rematch else room.rematch + mark
+        opponent = rules.other(mark)
+        if opponent in asked or seat_of(room, opponent).bot:
+            started = _cas(
+                room,
+                board=EMPTY_BOARD_TEXT,
+                opener=rules.other(as_mark(room.opener)),
+                rematch="",
+                games_started=F("games_started") + 1,
+            )
+            return True if started else None
+        recorded = Room.objects.filter(
+            code=code, version=room.version, rematch=room.rematch
+        ).update(rematch=asked)
+        return False if recorded else None
+
+    return _with_retries(attempt)
+
+
+def bot_play(*, code: str, version: int) -> int | None:
+    """Let the room's computer opponent move if it is its turn at `version`.
+
+    Returns the new version, or None when there is nothing to do (someone else
+    already moved for it, the game changed, or no bot is seated). The version
+    guard makes the move happen at most once per turn.
+    """
+    with transaction.atomic():
+        room = Room.objects.get(code=code)
+        if room.version != version:
+            return None
+        board, outcome, seated = room_outcome(room)
+        if outcome.status != "playing" or not seated:
+            return None
+        mark = rules.to_move(board, as_mark(room.opener))
+        level = seat_of(room, mark).bot
+        if not level:
+            return None
+        cell = rules.best_move(board, mark, level="easy" if level == "easy" else "perfect")
+    try:
+        return move_play(code=code, mark=mark, cell=cell, version=version)
+    except GameError:
+        return None
