@@ -25,7 +25,7 @@ setup: $(VENV)/.installed
 run: setup
 	$(PYTHON) manage.py migrate --noinput
 	$(BIN)/uvicorn config.asgi:application --host $(HOST) --port $(PORT) \
-		--ws-max-size $(MAX_FRAME_BYTES) --timeout-graceful-shutdown 10
+		--ws websockets-sansio --ws-max-size $(MAX_FRAME_BYTES) --timeout-graceful-shutdown 10
 
 # Debian's chromium for the Playwright tests (Playwright's own browser download
 # is not reachable here, and Debian's build is the one the tests target).

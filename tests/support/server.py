@@ -76,6 +76,8 @@ class UvicornServer:
                 "127.0.0.1",
                 "--port",
                 str(self.port),
+                "--ws",
+                "websockets-sansio",
                 "--ws-max-size",
                 self.env.get("MAX_FRAME_BYTES", "16384"),
                 "--no-access-log",

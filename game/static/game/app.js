@@ -232,6 +232,7 @@
   }
 
   function scheduleReconnect(code) {
+    clearRetry();
     if (!S.room) return;
     const delay = backoffDelay(code);
     S.attempt = Math.min(S.attempt + 1, 30);
@@ -526,6 +527,7 @@
     S.seat = token ? "pending" : "spectator";
     if (push) window.history.pushState({ room }, "", roomUrl(room));
     document.title = `Room ${room} · Tictac live`;
+    el.roomCode.textContent = room;
     el.nameSlotRoom.append(el.nameField);
     showView("room");
     renderChat(false);

@@ -1,0 +1,11 @@
+"""gunicorn settings for a web replica (`Procfile`, container entrypoint)."""
+
+import os
+
+bind = f"0.0.0.0:{os.environ.get('PORT', '8000')}"
+workers = int(os.environ.get("WEB_CONCURRENCY", "1"))
+worker_class = "deploy.uvicorn_worker.GameUvicornWorker"
+graceful_timeout = int(os.environ.get("GRACEFUL_SHUTDOWN_SECONDS", "25")) + 5
+timeout = 60
+keepalive = 75
+accesslog = None
