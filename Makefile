@@ -7,11 +7,13 @@ HOST ?= 127.0.0.1
 PORT ?= 8000
 MAX_FRAME_BYTES ?= 16384
 POSTGRES_TEST_URL ?= postgres://postgres@127.0.0.1:5432/postgres
+REPLICAS ?= 3
 
-.PHONY: help setup run test lint types test-sqlite test-postgres browser-deps clean
+.PHONY: help setup run fleet test lint types test-sqlite test-postgres browser-deps haproxy-deps clean
 
 help:
 	@echo "make run    - serve the game on http://$(HOST):$(PORT) (SQLite, in-memory layer)"
+	@echo "make fleet  - REPLICAS=3 replicas behind HAProxy on :$(PORT), RabbitMQ layer, PostgreSQL"
 	@echo "make test   - lint, types and every test (SQLite and PostgreSQL)"
 
 $(VENV)/.installed: requirements/base.txt requirements/production.txt requirements/local.txt
@@ -27,6 +29,15 @@ run: setup
 	$(BIN)/uvicorn config.asgi:application --host $(HOST) --port $(PORT) \
 		--ws websockets-sansio --ws-max-size $(MAX_FRAME_BYTES) --timeout-graceful-shutdown 10
 
+fleet: setup haproxy-deps
+	$(PYTHON) -m deploy.fleet --replicas $(REPLICAS) --port $(PORT)
+
+# Debian's haproxy: the load balancer of the local fleet and its tests.
+haproxy-deps:
+	@command -v haproxy >/dev/null 2>&1 || test -x /usr/sbin/haproxy || { \
+		echo "installing Debian haproxy for the fleet"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq haproxy >/dev/null; }
+
 # Debian's chromium for the Playwright tests (Playwright's own browser download
 # is not reachable here, and Debian's build is the one the tests target).
 browser-deps:
@@ -41,7 +52,7 @@ lint: setup
 types: setup
 	$(BIN)/mypy .
 
-test-sqlite: setup browser-deps
+test-sqlite: setup browser-deps haproxy-deps
 	$(BIN)/pytest -m "not postgres"
 
 test-postgres: setup

@@ -8,7 +8,7 @@ from typing import Any
 from uvicorn.workers import UvicornWorker
 
 
-class GameUvicornWorker(UvicornWorker):  # type: ignore[misc]
+class GameUvicornWorker(UvicornWorker):
     CONFIG_KWARGS: dict[str, Any] = {
         "loop": "uvloop",
         "http": "httptools",

@@ -28,7 +28,7 @@ from .protocol import (
     parse,
 )
 from .ratelimit import RateLimiter, Verdict
-from .replica import replica_name
+from .replica import replica_id, replica_name
 from .rules import Mark
 
 log = logging.getLogger(__name__)
@@ -55,7 +55,7 @@ class GameRoom(AsyncWebsocketConsumer):  # type: ignore[misc]
             services.connection_open,
             code=self.room,
             channel_name=self.channel_name,
-            replica=replica_name(),
+            replica=replica_id(),
         )
         self.registered = True
         # Join the group before accepting: `welcome` promises broadcasts already flow.
@@ -85,27 +85,34 @@ class GameRoom(AsyncWebsocketConsumer):  # type: ignore[misc]
     # --- frames from the client ----------------------------------------------
 
     async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
-        if text_data is None:
-            await self.send(text_data=error_frame(GameError("bad_message", "Use text frames.")))
-            return
-        if len(text_data) * 4 > settings.MAX_FRAME_BYTES and (
-            len(text_data.encode()) > settings.MAX_FRAME_BYTES
-        ):
-            await self.close(code=CLOSE_TOO_BIG)
-            return
         verdict = self.limiter.hit()
         if verdict is Verdict.CLOSE:
             await self.close(code=CLOSE_POLICY)
             return
+        if self.oversize(text_data):
+            await self.close(code=CLOSE_TOO_BIG)
+            return
         try:
             if verdict is Verdict.DROP:
                 raise GameError("rate_limited")
+            if text_data is None:
+                raise GameError("bad_message", "Frames must be text.")
             await self.handle(parse(text_data))
         except GameError as error:
             await self.send(text_data=error_frame(error))
         except Exception:
             log.exception("room %s: message failed", self.room)
             await self.close(code=CLOSE_SERVER_ERROR)
+
+    @staticmethod
+    def oversize(text: str | None) -> bool:
+        """Over MAX_FRAME_BYTES of UTF-8 (the server closes bigger frames itself too)."""
+        limit: int = settings.MAX_FRAME_BYTES
+        return (
+            text is not None
+            and len(text) * 4 > limit
+            and len(text.encode("utf-8", "surrogatepass")) > limit
+        )
 
     async def handle(self, message: ClientMessage) -> None:
         match message:

@@ -74,8 +74,8 @@ class ErrorMessage(TypedDict):
 
 
 def encode(message: object) -> str:
-    """One compact JSON text frame."""
-    return json.dumps(message, separators=(",", ":"), ensure_ascii=False)
+    """One compact JSON text frame (ASCII-escaped, so any string a client sent is valid UTF-8)."""
+    return json.dumps(message, separators=(",", ":"), allow_nan=False)
 
 
 def error_frame(error: GameError) -> str:
@@ -137,11 +137,15 @@ def _name(value: object) -> str:
     return value
 
 
+def _no_constants(name: str) -> None:
+    raise ValueError(f"{name} is not JSON")
+
+
 def parse(text: str) -> ClientMessage:
     """Turn one text frame into a client message, or raise GameError."""
     try:
-        obj = json.loads(text)
-    except ValueError:
+        obj = json.loads(text, parse_constant=_no_constants)
+    except (ValueError, RecursionError):
         raise GameError("bad_json") from None
     if not isinstance(obj, dict):
         raise GameError("bad_json")

@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import uuid
 from functools import cache
 
 from django.conf import settings
@@ -19,12 +20,22 @@ log = logging.getLogger(__name__)
 
 @cache
 def replica_name() -> str:
-    """`REPLICA_NAME`, else host name plus pid (several workers may share a host)."""
+    """The name players see in `welcome.server`: `REPLICA_NAME`, else host name plus pid."""
     return settings.REPLICA_NAME or f"{settings.HOSTNAME}-{os.getpid()}"
 
 
+@cache
+def replica_id() -> str:
+    """The key this process's presence rows hang on: unique per process start.
+
+    A replica restarted under the same name (a pod's container restart, several
+    gunicorn workers sharing a name) must not vouch for its predecessor's rows.
+    """
+    return f"{replica_name()}.{os.getpid()}.{uuid.uuid4().hex[:8]}"
+
+
 async def beat_once() -> None:
-    await call(services.replica_beat, replica=replica_name())
+    await call(services.replica_beat, replica=replica_id())
     rooms = await call(services.replicas_sweep, timeout_seconds=settings.PRESENCE_TIMEOUT_SECONDS)
     for code in rooms:
         await broadcast_state(code)
@@ -45,6 +56,6 @@ async def heartbeat_forever(stop: asyncio.Event) -> None:
 
 async def retire() -> None:
     """Leave cleanly: drop this replica's rows and tell the rooms it served."""
-    rooms = await call(services.replica_retire, replica=replica_name())
+    rooms = await call(services.replica_retire, replica=replica_id())
     for code in rooms:
         await broadcast_state(code)

@@ -71,14 +71,30 @@ else:
 
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
-# Channel layer: in-memory unless a broker is configured.
+# Channel layer: RabbitMQ when RABBITMQ_URL is set, else in-memory (embedded mode).
+# The one place that decides; see layer/rabbitmq.py for the guarantees.
 RABBITMQ_URL: str = env.str("RABBITMQ_URL", default="")
-CHANNEL_LAYERS = {
-    "default": {
-        "BACKEND": "channels.layers.InMemoryChannelLayer",
-        "CONFIG": {"capacity": env.int("CHANNEL_CAPACITY", default=1000), "expiry": 60},
+CHANNEL_CAPACITY: int = env.int("CHANNEL_CAPACITY", default=1000)
+CHANNEL_EXPIRY_SECONDS: int = env.int("CHANNEL_EXPIRY_SECONDS", default=60)
+if RABBITMQ_URL:
+    CHANNEL_LAYERS = {
+        "default": {
+            "BACKEND": "layer.rabbitmq.RabbitMQChannelLayer",
+            "CONFIG": {
+                "url": RABBITMQ_URL,
+                "capacity": CHANNEL_CAPACITY,
+                "expiry": CHANNEL_EXPIRY_SECONDS,
+                "publish_timeout": env.float("LAYER_PUBLISH_TIMEOUT_SECONDS", default=10.0),
+            },
+        }
     }
-}
+else:
+    CHANNEL_LAYERS = {
+        "default": {
+            "BACKEND": "channels.layers.InMemoryChannelLayer",
+            "CONFIG": {"capacity": CHANNEL_CAPACITY, "expiry": CHANNEL_EXPIRY_SECONDS},
+        }
+    }
 
 LANGUAGE_CODE = "en-us"
 TIME_ZONE = "UTC"
@@ -114,7 +130,7 @@ LOGGING = {
     "loggers": {"django.request": {"level": "ERROR"}},
 }
 
-os.makedirs(BASE_DIR / "var", exist_ok=True)
+os.makedirs(STATIC_ROOT, exist_ok=True)
 
 # Computer opponent: pause before its move, so it reads like a turn.
 BOT_THINK_SECONDS: float = env.float("BOT_THINK_SECONDS", default=0.4)

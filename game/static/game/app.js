@@ -32,7 +32,7 @@
   const POLICY_DELAY_MAX_MS = 30_000;
   const HANDSHAKE_TIMEOUT_MS = 10_000;
   const PING_EVERY_MS = 20_000;
-  const SILENCE_LIMIT_MS = 50_000; // no frame at all for this long: the socket is dead
+  const PONG_TIMEOUT_MS = 30_000; // a ping unanswered this long: the socket is dead
   const TOAST_MS = 4_000;
   const CHAT_KEEP = 200;
   const LINES = [
@@ -123,8 +123,10 @@
     strike: $("#strike"),
     strikeLine: $("#strike line"),
     seatPanel: $("#seat-panel"),
+    watchNote: $("#watch-note"),
     join: byTestId("join"),
     bot: byTestId("bot"),
+    botLabel: $('[data-testid="bot"] span'),
     rematch: byTestId("rematch"),
     rematchNote: byTestId("rematch-note"),
     players: { X: byTestId("player-X"), O: byTestId("player-O") },
@@ -155,8 +157,8 @@
     retryTimer: 0,
     countdownTimer: 0,
     pingTimer: 0,
-    lastHeard: 0,
-    freshBaseline: false, // first state after a welcome may reset the version
+    lastHeard: 0, // epoch ms of the last frame received
+    unansweredSince: 0, // epoch ms of the oldest ping sent after lastHeard
     server: "",
     latency: null,
     state: null, // the accepted `state` with the highest version
@@ -189,7 +191,7 @@
     S.welcomed = false;
     setConn("connecting");
     const handshake = window.setTimeout(() => {
-      if (ws.readyState === WebSocket.CONNECTING) ws.close();
+      if (ws === S.ws && ws.readyState === WebSocket.CONNECTING) dropSocket(1006);
     }, HANDSHAKE_TIMEOUT_MS);
     ws.addEventListener("open", () => {
       window.clearTimeout(handshake);
@@ -202,12 +204,28 @@
     });
     ws.addEventListener("close", (event) => {
       window.clearTimeout(handshake);
-      if (ws !== S.ws) return; // replaced or closed on purpose
+      if (ws !== S.ws) return; // replaced, dropped or closed on purpose
       S.ws = null;
       S.welcomed = false;
       stopPing();
+      if (event.code === 1008) {
+        toast("The server closed the connection (too many messages). Reconnecting shortly.", "error");
+      }
       scheduleReconnect(event.code);
     });
+  }
+
+  // Give up on a socket that is stuck or silent without waiting for a close
+  // handshake that may never finish, and schedule the next attempt.
+  function dropSocket(code) {
+    const ws = S.ws;
+    S.ws = null;
+    S.welcomed = false;
+    stopPing();
+    if (ws) {
+      try { ws.close(4000, "unresponsive"); } catch { /* already gone */ }
+    }
+    scheduleReconnect(code);
   }
 
   function disconnect() {
@@ -257,12 +275,19 @@
 
   function startPing() {
     stopPing();
+    S.unansweredSince = 0;
     const tick = () => {
-      if (Date.now() - S.lastHeard > SILENCE_LIMIT_MS && S.ws) {
-        S.ws.close(4000, "silent"); // half-open socket: the close handler reconnects
-        return;
+      const now = Date.now();
+      if (S.unansweredSince && S.lastHeard < S.unansweredSince) {
+        // Nothing at all came back since that ping: a half-open socket.
+        if (now - S.unansweredSince >= PONG_TIMEOUT_MS) {
+          dropSocket(1006);
+          return;
+        }
+      } else {
+        S.unansweredSince = now;
       }
-      send({ type: "ping", t: Date.now() });
+      send({ type: "ping", t: now });
     };
     tick();
     S.pingTimer = window.setInterval(tick, PING_EVERY_MS);
@@ -305,14 +330,15 @@
     S.attempt = 0;
     S.welcomed = true;
     S.everWelcomed = true;
-    S.freshBaseline = true;
     S.server = String(msg.server ?? "");
     S.conn = "open";
     startPing();
     const token = store.get(keyToken(S.room));
     if (token) {
       S.seat = "pending";
-      send({ type: "join", name: currentName() || "Player", token });
+      const stored = store.get(KEY_NAME) || "";
+      const name = validName(currentName()) ? currentName() : validName(stored) ? stored : "Player";
+      send({ type: "join", name, token });
     } else if (S.seat !== "spectator") {
       S.seat = "spectator";
       S.myMark = null;
@@ -323,10 +349,9 @@
   function onState(msg) {
     if (msg.room && msg.room !== S.room) return;
     if (typeof msg.version !== "number" || !Array.isArray(msg.board)) return;
-    // Keep the highest version, the later one on a tie. The first state after a
-    // welcome is a fresh snapshot of the room and sets a new baseline.
-    if (S.state && !S.freshBaseline && msg.version < S.state.version) return;
-    S.freshBaseline = false;
+    // Keep the highest version seen in this room (across reconnects too), the
+    // later one on a tie: broadcasts from different replicas can arrive out of order.
+    if (S.state && msg.version < S.state.version) return;
     const previous = S.state;
     S.state = msg;
     S.pendingCell = null;
@@ -343,7 +368,10 @@
     S.seat = "seated";
     if (typeof msg.token === "string") store.set(keyToken(S.room), msg.token);
     store.set(keyMark(S.room), msg.mark);
-    if (!wasSeated) toast(`You play ${msg.mark}. Share the link to invite an opponent.`, "info");
+    if (!wasSeated) {
+      const alone = !S.state?.players?.[other(msg.mark)];
+      toast(`You play ${msg.mark}.${alone ? " Share the link to invite an opponent." : ""}`, "info");
+    }
     render();
   }
 
@@ -383,12 +411,19 @@
         toast(text, "error", code);
         break;
       case "room_full":
-        if (S.seat === "pending") S.seat = "spectator";
+        if (S.seat === "pending") {
+          S.seat = "spectator";
+          S.myMark = null;
+        }
         stopBotPending();
         toast(text, "error", code);
         break;
       default:
-        if (S.seat === "pending" && !S.myMark) S.seat = "spectator";
+        if (S.seat === "pending") {
+          // The join (or seat reclaim) was refused; the token, if any, is kept.
+          S.seat = "spectator";
+          S.myMark = null;
+        }
         stopBotPending();
         toast(text, "error", code);
     }
@@ -685,6 +720,7 @@
     const me = S.seat === "seated" ? S.myMark : null;
     el.board.dataset.myMark = me || "";
     el.board.dataset.status = st ? st.status : "";
+    el.board.dataset.yourTurn = String(Boolean(st && me && S.welcomed && st.status === "playing" && st.turn === me));
     el.board.classList.toggle("stale", !S.welcomed);
     el.cells.forEach((cell, i) => {
       const mark = board[i] === "X" || board[i] === "O" ? board[i] : "";
@@ -736,7 +772,6 @@
       $(".player-name", card).textContent = p ? p.name : "Open seat";
       let meta;
       if (!p) meta = "Waiting for a player";
-      else if (p.bot) meta = "Computer";
       else meta = p.online ? "Online" : "Offline";
       $(".player-meta-text", card).textContent = meta;
       $(".player-bot", card).hidden = !(p && p.bot);
@@ -762,20 +797,18 @@
     const me = S.seat === "seated" ? S.myMark : null;
     const seatFree = Boolean(st && (!st.players?.X || !st.players?.O));
 
-    // Take a seat: spectators while a seat is free.
-    const showJoin = S.seat !== "seated" && !(S.seat === "pending" && S.myMark);
-    el.seatPanel.hidden = !showJoin;
+    // Take a seat: spectators while a seat is free; otherwise a note that you watch.
+    const mayJoin = S.seat !== "seated" && !(S.seat === "pending" && S.myMark);
+    el.seatPanel.hidden = !mayJoin || Boolean(st && !seatFree && S.seat !== "pending");
     el.join.disabled = !live || !seatFree || S.seat === "pending";
-    el.join.textContent = S.seat === "pending"
-      ? "Joining…"
-      : st && !seatFree ? "Room is full" : "Take a seat";
-    el.seatPanel.dataset.full = st && !seatFree ? "true" : "false";
+    el.join.textContent = S.seat === "pending" ? "Joining…" : "Take a seat";
+    el.watchNote.hidden = !(mayJoin && st && !seatFree && S.seat !== "pending");
 
     // Play vs computer: seated, and the other seat is empty.
     const showBot = Boolean(me && st && !st.players?.[other(me)]);
     el.bot.hidden = !showBot;
     el.bot.disabled = !live || S.botPending;
-    el.bot.textContent = S.botPending ? "Calling the computer…" : "Play vs computer";
+    el.botLabel.textContent = S.botPending ? "Calling the computer…" : "Play vs computer";
 
     // Rematch: seated, game over.
     const over = Boolean(st && (st.status === "won" || st.status === "draw"));
@@ -844,7 +877,7 @@
 
   function renderFooter() {
     el.server.textContent = S.server || "—";
-    el.latency.textContent = S.latency == null ? "" : `${S.latency} ms`;
+    el.latency.textContent = S.latency == null ? "—" : `${S.latency} ms`;
   }
 
   // --- toasts ---------------------------------------------------------------------------

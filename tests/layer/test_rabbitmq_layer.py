@@ -1,0 +1,319 @@
+"""The RabbitMQ channel layer against the real broker on this machine.
+
+The first group of tests is a contract run on both the in-memory layer and
+ours, so the game behaves the same in the embedded mode and in the fleet.
+The rest prove the defects known in channels-rabbitmq 4.0.1 are absent here
+(see ../shared/LAYER-NOTES.md): cancellation, slow consumers, silent drops,
+vhost, broker restarts.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from channels.layers import BaseChannelLayer, InMemoryChannelLayer
+from prometheus_client import REGISTRY
+
+from layer.rabbitmq import LayerUnavailable, RabbitMQChannelLayer
+from tests.support.broker import RABBITMQ_URL, broker_stopped
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def dropped(reason: str) -> float:
+    return REGISTRY.get_sample_value("tictac_layer_dropped_total", {"reason": reason}) or 0.0
+
+
+async def drain(layer: BaseChannelLayer, channel: str, wait: float = 0.3) -> list[Any]:
+    got = []
+    while True:
+        try:
+            got.append(await asyncio.wait_for(layer.receive(channel), wait))
+        except TimeoutError:
+            return got
+
+
+@pytest.fixture(params=["memory", "rabbitmq"])
+async def layer(request: pytest.FixtureRequest) -> AsyncIterator[BaseChannelLayer]:
+    if request.param == "memory":
+        yield InMemoryChannelLayer(capacity=10)
+        return
+    rabbit = RabbitMQChannelLayer(RABBITMQ_URL, capacity=10)
+    yield rabbit
+    await rabbit.close()
+
+
+@pytest.fixture
+async def rabbit() -> AsyncIterator[RabbitMQChannelLayer]:
+    layer = RabbitMQChannelLayer(RABBITMQ_URL, capacity=10, publish_timeout=30)
+    yield layer
+    await layer.close()
+
+
+@pytest.fixture
+async def other_rabbit() -> AsyncIterator[RabbitMQChannelLayer]:
+    """A second, independent node: its own connection and exclusive queue."""
+    layer = RabbitMQChannelLayer(RABBITMQ_URL, capacity=10, publish_timeout=30)
+    yield layer
+    await layer.close()
+
+
+# --- contract: the same behaviour on both layers ---------------------------------
+
+
+async def test_send_reaches_the_channel(layer: BaseChannelLayer) -> None:
+    channel = await layer.new_channel()
+    await layer.send(channel, {"type": "hello", "n": 1, "raw": b"\x00\xff"})
+    assert await asyncio.wait_for(layer.receive(channel), 5) == {
+        "type": "hello",
+        "n": 1,
+        "raw": b"\x00\xff",
+    }
+
+
+async def test_group_send_reaches_every_member_once(layer: BaseChannelLayer) -> None:
+    a, b, c = [await layer.new_channel() for _ in range(3)]
+    await layer.group_add("room.one", a)
+    await layer.group_add("room.one", b)
+    await layer.group_add("room.two", c)
+    await layer.group_send("room.one", {"type": "state", "v": 1})
+    assert await drain(layer, a) == [{"type": "state", "v": 1}]
+    assert await drain(layer, b) == [{"type": "state", "v": 1}]
+    assert await drain(layer, c) == []
+
+
+async def test_group_discard_stops_delivery(layer: BaseChannelLayer) -> None:
+    a, b = await layer.new_channel(), await layer.new_channel()
+    await layer.group_add("room.one", a)
+    await layer.group_add("room.one", b)
+    await layer.group_discard("room.one", a)
+    await layer.group_send("room.one", {"type": "state"})
+    assert await drain(layer, a) == []
+    assert await drain(layer, b) == [{"type": "state"}]
+    await layer.group_discard("room.one", b)
+    await layer.group_send("room.one", {"type": "state"})
+    assert await drain(layer, b) == []
+
+
+async def test_group_send_keeps_order_per_sender(layer: BaseChannelLayer) -> None:
+    a = await layer.new_channel()
+    await layer.group_add("room.order", a)
+    for i in range(10):
+        await layer.group_send("room.order", {"type": "n", "i": i})
+    assert [m["i"] for m in await drain(layer, a)] == list(range(10))
+
+
+async def test_full_channel_loses_its_own_overflow_only(layer: BaseChannelLayer) -> None:
+    idle, live = await layer.new_channel(), await layer.new_channel()
+    await layer.group_add("room.busy", idle)
+    await layer.group_add("room.busy", live)
+    received = []
+    for i in range(25):
+        await layer.group_send("room.busy", {"type": "n", "i": i})
+        received.append(await asyncio.wait_for(layer.receive(live), 5))
+    assert [m["i"] for m in received] == list(range(25))
+    assert [m["i"] for m in await drain(layer, idle)] == list(range(10))  # capacity 10
+
+
+async def test_group_send_to_an_empty_group_is_fine(layer: BaseChannelLayer) -> None:
+    await layer.group_send("room.nobody", {"type": "state"})
+
+
+async def test_bad_names_are_refused(layer: BaseChannelLayer) -> None:
+    channel = await layer.new_channel()
+    with pytest.raises(TypeError):
+        await layer.group_add("bad group!", channel)
+    with pytest.raises(TypeError):
+        await layer.group_send("x" * 101, {"type": "t"})
+
+
+# --- across processes -------------------------------------------------------------
+
+
+async def test_groups_and_send_work_across_two_processes(rabbit: RabbitMQChannelLayer) -> None:
+    peer = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "tests.support.layer_peer",
+        RABBITMQ_URL,
+        cwd=ROOT,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+    )
+    assert peer.stdin is not None
+    assert peer.stdout is not None
+
+    async def command(line: str) -> str:
+        peer.stdin.write(f"{line}\n".encode())  # type: ignore[union-attr]
+        await peer.stdin.drain()  # type: ignore[union-attr]
+        line_bytes: bytes = await asyncio.wait_for(peer.stdout.readline(), 20)  # type: ignore[union-attr]
+        return line_bytes.decode().strip()
+
+    try:
+        ready = (await asyncio.wait_for(peer.stdout.readline(), 20)).decode().split()
+        assert ready[0] == "ready"
+        peer_channel = ready[1]
+        me = await rabbit.new_channel()
+        await rabbit.group_add("room.shared", me)
+        assert await command("add room.shared") == "ok"
+
+        await rabbit.group_send("room.shared", {"type": "state", "v": 1, "reply_to": me})
+        got = await drain(rabbit, me, wait=2)
+        # Our own member got the group message, the peer echoed its copy back to us.
+        assert {"type": "state", "v": 1, "reply_to": me} in got
+        assert {"type": "echo", "v": 1, "reply_to": me, "peer": peer_channel} in got
+
+        await rabbit.send(peer_channel, {"type": "direct", "reply_to": me})
+        echo = await asyncio.wait_for(rabbit.receive(me), 5)
+        assert echo == {"type": "echo", "reply_to": me, "peer": peer_channel}
+
+        assert await command("discard room.shared") == "ok"
+        await rabbit.group_send("room.shared", {"type": "state", "v": 2, "reply_to": me})
+        assert await drain(rabbit, me, wait=1) == [{"type": "state", "v": 2, "reply_to": me}]
+        assert await command("quit") == ""
+    finally:
+        if peer.returncode is None:
+            peer.kill()
+        await peer.wait()
+
+
+# --- defects of channels-rabbitmq that must not exist here --------------------------
+
+
+async def test_cancelled_calls_do_not_break_the_layer(rabbit: RabbitMQChannelLayer) -> None:
+    channel = await rabbit.new_channel()
+    for round_ in range(30):
+        calls = [
+            rabbit.group_add(f"room.c{round_}", channel),
+            rabbit.group_send(f"room.c{round_}", {"type": "t"}),
+            rabbit.send(channel, {"type": "t"}),
+            rabbit.group_discard(f"room.c{round_}", channel),
+        ]
+        tasks = [asyncio.ensure_future(call) for call in calls]
+        await asyncio.sleep(0.0005 * (round_ % 5))
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+    await drain(rabbit, channel)
+    # Every kind of call still works afterwards, in this process.
+    await rabbit.group_add("room.after", channel)
+    await rabbit.group_send("room.after", {"type": "after"})
+    await rabbit.send(channel, {"type": "direct"})
+    assert await drain(rabbit, channel, wait=2) == [{"type": "after"}, {"type": "direct"}]
+
+
+async def test_cancelled_receive_loses_nothing(rabbit: RabbitMQChannelLayer) -> None:
+    channel = await rabbit.new_channel()
+    waiting = asyncio.ensure_future(rabbit.receive(channel))
+    await asyncio.sleep(0.05)
+    waiting.cancel()
+    await rabbit.send(channel, {"type": "kept"})
+    assert await asyncio.wait_for(rabbit.receive(channel), 5) == {"type": "kept"}
+
+
+async def test_unread_channel_does_not_stall_the_process(rabbit: RabbitMQChannelLayer) -> None:
+    """1,000 messages to a channel nobody reads; a live channel of the same process keeps up."""
+    before = dropped("full")
+    stuck, live = await rabbit.new_channel(), await rabbit.new_channel()
+    await rabbit.group_add("room.stuck", stuck)
+    await rabbit.group_add("room.live", live)
+    await asyncio.gather(*(rabbit.group_send("room.stuck", {"type": "t"}) for _ in range(1000)))
+    started = time.monotonic()
+    await rabbit.group_send("room.live", {"type": "live"})
+    assert await asyncio.wait_for(rabbit.receive(live), 2) == {"type": "live"}
+    assert time.monotonic() - started < 1.0
+    assert len(await drain(rabbit, stuck)) == 10  # capacity
+    assert dropped("full") - before == 990  # counted, not silent
+
+
+async def test_messages_older_than_expiry_are_dropped_and_counted() -> None:
+    layer = RabbitMQChannelLayer(RABBITMQ_URL, expiry=1)
+    try:
+        before = dropped("expired")
+        channel = await layer.new_channel()
+        await layer.send(channel, {"type": "old"})
+        await asyncio.sleep(0.3)  # delivered into the local buffer, not read
+        await asyncio.sleep(1.0)
+        await layer.send(channel, {"type": "fresh"})
+        assert await asyncio.wait_for(layer.receive(channel), 5) == {"type": "fresh"}
+        assert dropped("expired") - before == 1
+    finally:
+        await layer.close()
+
+
+async def test_large_capacity_still_delivers(rabbit: RabbitMQChannelLayer) -> None:
+    """channels-rabbitmq delivers nothing above 65535 (a 16-bit prefetch); no such limit here."""
+    layer = RabbitMQChannelLayer(RABBITMQ_URL, capacity=100_000)
+    try:
+        channel = await layer.new_channel()
+        await layer.group_add("room.big", channel)
+        await layer.group_send("room.big", {"type": "t"})
+        assert await asyncio.wait_for(layer.receive(channel), 5) == {"type": "t"}
+    finally:
+        await layer.close()
+
+
+async def test_ping_makes_a_round_trip_through_the_broker(rabbit: RabbitMQChannelLayer) -> None:
+    await asyncio.wait_for(rabbit.ping(), 5)
+
+
+# --- broker outage ----------------------------------------------------------------------
+
+
+async def test_groups_deliver_again_after_a_broker_restart(
+    rabbit: RabbitMQChannelLayer, other_rabbit: RabbitMQChannelLayer
+) -> None:
+    reconnects = REGISTRY.get_sample_value("tictac_layer_reconnects_total") or 0.0
+    mine, theirs = await rabbit.new_channel(), await other_rabbit.new_channel()
+    await rabbit.group_add("room.restart", mine)
+    await other_rabbit.group_add("room.restart", theirs)
+    await rabbit.group_send("room.restart", {"type": "before"})
+    assert await asyncio.wait_for(other_rabbit.receive(theirs), 5) == {"type": "before"}
+    await drain(rabbit, mine)
+
+    with broker_stopped():
+        pending = asyncio.ensure_future(rabbit.group_send("room.restart", {"type": "during"}))
+        await asyncio.sleep(1.0)
+        assert not pending.done()  # waits for the broker instead of failing at once
+    back = time.monotonic()
+    await asyncio.wait_for(pending, 30)
+    # Bindings were restored without help: both nodes hear the group again.
+    deadline = time.monotonic() + 10
+    while True:
+        await rabbit.group_send("room.restart", {"type": "after"})
+        got = await drain(other_rabbit, theirs, wait=0.5)
+        if {"type": "after"} in got:
+            break
+        assert time.monotonic() < deadline, "groups did not deliver within 10 s of the broker"
+    assert time.monotonic() - back < 10
+    assert (REGISTRY.get_sample_value("tictac_layer_reconnects_total") or 0.0) >= reconnects + 2
+
+
+async def test_publish_gives_up_after_publish_timeout_while_the_broker_is_down() -> None:
+    layer = RabbitMQChannelLayer(RABBITMQ_URL, publish_timeout=1.0)
+    try:
+        channel = await layer.new_channel()
+        await layer.group_add("room.down", channel)
+        with broker_stopped():
+            started = time.monotonic()
+            with pytest.raises(LayerUnavailable):
+                await layer.group_send("room.down", {"type": "t"})
+            assert time.monotonic() - started < 5
+        # and the same layer works again afterwards
+        deadline = time.monotonic() + 15
+        while True:
+            try:
+                await layer.group_send("room.down", {"type": "back"})
+                break
+            except LayerUnavailable:
+                assert time.monotonic() < deadline
+        assert {"type": "back"} in await drain(layer, channel, wait=2)
+    finally:
+        await layer.close()

@@ -1,0 +1,143 @@
+"""deploy/fleet.py: real gunicorn replicas behind a real HAProxy, on PostgreSQL and RabbitMQ.
+
+Needs Debian's haproxy, PostgreSQL on 127.0.0.1:5432 (a throwaway database per test)
+and RabbitMQ on 127.0.0.1:5672.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack
+from pathlib import Path
+
+import pytest
+from websockets.exceptions import ConnectionClosed
+from websockets.sync.client import ClientConnection, connect
+
+from deploy.fleet import Fleet, create_database, drop_database, pid_alive
+
+pytestmark = pytest.mark.e2e
+
+POSTGRES_URL = os.environ.get("POSTGRES_TEST_URL", "postgres://postgres@127.0.0.1:5432/postgres")
+RABBITMQ_URL = os.environ.get("RABBITMQ_TEST_URL", "amqp://guest:guest@127.0.0.1:5672/%2f")
+ROOM = "fleet-launcher"
+
+
+@pytest.fixture
+def database_url() -> Iterator[str]:
+    """A throwaway PostgreSQL database `tictac_test_<random>`, dropped afterwards."""
+    base = POSTGRES_URL.rsplit("/", 1)[0]
+    url = f"{base}/tictac_test_{secrets.token_hex(4)}"
+    assert create_database(url)
+    yield url
+    drop_database(url)
+
+
+@pytest.fixture
+def fleet(database_url: str, tmp_path: Path) -> Fleet:
+    return Fleet(
+        2,
+        settings="config.settings.test",
+        database_url=database_url,
+        rabbitmq_url=RABBITMQ_URL,
+        log_dir=tmp_path / "fleet",
+        # Short drain window: nothing here waits on clients to leave by themselves.
+        env={"GRACEFUL_SHUTDOWN_SECONDS": "3"},
+    )
+
+
+def open_socket(stack: ExitStack, fleet: Fleet) -> tuple[ClientConnection, str]:
+    """A WebSocket through the load balancer, and the replica its `welcome` names."""
+    conn = stack.enter_context(
+        connect(f"{fleet.lb_ws_url}/ws/game/{ROOM}", proxy=None, open_timeout=5)
+    )
+    welcome = json.loads(conn.recv(timeout=5))
+    assert welcome["type"] == "welcome", welcome
+    return conn, str(welcome["server"])
+
+
+def servers_of_new_sockets(fleet: Fleet, count: int) -> list[str]:
+    """Open `count` sockets at once (leastconn sees them all open), close them, say where."""
+    with ExitStack() as stack:
+        return [open_socket(stack, fleet)[1] for _ in range(count)]
+
+
+def close_code(conn: ClientConnection, timeout: float = 10) -> int | None:
+    deadline = time.monotonic() + timeout
+    try:
+        while time.monotonic() < deadline:
+            conn.recv(timeout=deadline - time.monotonic())
+    except ConnectionClosed as exc:
+        return exc.rcvd.code if exc.rcvd else None
+    except TimeoutError:
+        return None
+    return None
+
+
+def test_lb_spreads_sockets_and_routes_around_a_killed_replica(fleet: Fleet) -> None:
+    with fleet:
+        assert [r.name for r in fleet.replicas] == ["web-1", "web-2"]
+        assert fleet.lb_servers() == {"web-1": "UP", "web-2": "UP"}
+        assert set(servers_of_new_sockets(fleet, 6)) == {"web-1", "web-2"}
+
+        killed = fleet.replicas[0].pid
+        assert killed is not None
+        fleet.kill(0)
+        assert not pid_alive(killed)
+        # Before HAProxy's checks notice, a connection sent to web-1 is refused and
+        # redispatched; afterwards web-1 is out of rotation. Either way nothing fails.
+        assert servers_of_new_sockets(fleet, 4) == ["web-2"] * 4
+        fleet.wait_lb_state("web-1", "DOWN", timeout=5)
+        assert servers_of_new_sockets(fleet, 4) == ["web-2"] * 4
+
+        fleet.restart(0)
+        assert fleet.replicas[0].pid != killed
+        assert fleet.lb_servers() == {"web-1": "UP", "web-2": "UP"}
+        assert set(servers_of_new_sockets(fleet, 6)) == {"web-1", "web-2"}
+
+        # 2 gunicorn masters, their uvicorn workers, haproxy.
+        started = fleet.pids()
+        assert len(started) >= 5
+    assert fleet.pids() == set()
+    assert [pid for pid in started if pid_alive(pid)] == []
+
+
+def test_rolling_restart_closes_sockets_with_1012_and_keeps_the_lb_serving(fleet: Fleet) -> None:
+    with fleet, ExitStack() as stack:
+        old_pids = [r.pid for r in fleet.replicas]
+        held = [open_socket(stack, fleet) for _ in range(4)]
+        assert {server for _, server in held} == {"web-1", "web-2"}
+
+        failures: list[BaseException] = []
+        roll = threading.Thread(target=lambda: _run(fleet.rolling_restart, failures))
+        roll.start()
+        served: list[str] = []
+        try:
+            while roll.is_alive():
+                served += servers_of_new_sockets(fleet, 1)
+                time.sleep(0.05)
+        finally:
+            roll.join()
+        assert failures == []
+
+        # Every socket was told the replica is restarting; new ones never failed.
+        assert [close_code(conn) for conn, _ in held] == [1012] * 4
+        assert len(served) > 10
+        assert set(served) == {"web-1", "web-2"}
+        assert all(
+            new != old for new, old in zip([r.pid for r in fleet.replicas], old_pids, strict=True)
+        )
+        assert fleet.lb_servers() == {"web-1": "UP", "web-2": "UP"}
+    assert fleet.pids() == set()
+
+
+def _run(action: Callable[[], None], failures: list[BaseException]) -> None:
+    try:
+        action()
+    except BaseException as exc:
+        failures.append(exc)
