@@ -26,8 +26,7 @@ setup: $(VENV)/.installed
 
 run: setup
 	$(PYTHON) manage.py migrate --noinput
-	$(BIN)/uvicorn config.asgi:application --host $(HOST) --port $(PORT) \
-		--ws websockets-sansio --ws-max-size $(MAX_FRAME_BYTES) --timeout-graceful-shutdown 10
+	HOST=$(HOST) PORT=$(PORT) MAX_FRAME_BYTES=$(MAX_FRAME_BYTES) $(PYTHON) -m deploy.server
 
 fleet: setup haproxy-deps
 	$(PYTHON) -m deploy.fleet --replicas $(REPLICAS) --port $(PORT)

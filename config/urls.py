@@ -6,6 +6,7 @@ urlpatterns = [
     path("", views.index, name="index"),
     path("healthz", views.healthz, name="healthz"),
     path("readyz", views.readyz, name="readyz"),
+    path("metrics", views.metrics, name="metrics"),
     path("api/rooms/<str:code>", views.room_detail, name="room-detail"),
 ]
 

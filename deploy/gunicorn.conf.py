@@ -5,7 +5,13 @@ import os
 bind = f"0.0.0.0:{os.environ.get('PORT', '8000')}"
 workers = int(os.environ.get("WEB_CONCURRENCY", "1"))
 worker_class = "deploy.uvicorn_worker.GameUvicornWorker"
-graceful_timeout = int(os.environ.get("GRACEFUL_SHUTDOWN_SECONDS", "25")) + 5
+# The worker drains (readiness delay + window), then uvicorn's graceful shutdown runs.
+graceful_timeout = (
+    float(os.environ.get("DRAIN_READINESS_DELAY_SECONDS", "3"))
+    + float(os.environ.get("DRAIN_WINDOW_SECONDS", "10"))
+    + int(os.environ.get("GRACEFUL_SHUTDOWN_SECONDS", "25"))
+    + 5
+)
 timeout = 60
 keepalive = 75
 accesslog = None

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
+from collections import Counter
 from typing import Any
 
 from channels.generic.websocket import AsyncWebsocketConsumer
 from django.conf import settings
 
-from . import bots, services
+from . import bots, drain, metrics, services
 from .aio import call, call_then_read, read_state
 from .exceptions import GameError
 from .groups import broadcast_state, broadcast_text, room_group
@@ -38,12 +40,16 @@ CLOSE_TOO_BIG = 1009
 CLOSE_SERVER_ERROR = 1011
 
 
+_local_rooms: Counter[str] = Counter()
+
+
 class GameRoom(AsyncWebsocketConsumer):  # type: ignore[misc]
     room: str
     group: str
     mark: Mark | None = None
     name: str = ""
     registered = False
+    closed = False
 
     async def connect(self) -> None:
         self.room = self.scope["url_route"]["kwargs"]["room_code"]
@@ -51,6 +57,12 @@ class GameRoom(AsyncWebsocketConsumer):  # type: ignore[misc]
         self.limiter = RateLimiter(
             soft=settings.RATE_LIMIT_PER_SECOND, hard=settings.RATE_LIMIT_CLOSE_PER_SECOND
         )
+        self.busy = asyncio.Lock()
+        if drain.is_draining():
+            # The balancer has not noticed yet: tell the client to go elsewhere.
+            await self.accept()
+            await self.close_with(drain.CLOSE_DRAINING)
+            return
         await call(
             services.connection_open,
             code=self.room,
@@ -58,6 +70,10 @@ class GameRoom(AsyncWebsocketConsumer):  # type: ignore[misc]
             replica=replica_id(),
         )
         self.registered = True
+        drain.register(self)
+        metrics.CONNECTIONS.inc()
+        _local_rooms[self.room] += 1
+        metrics.ROOMS.set(len(_local_rooms))
         # Join the group before accepting: `welcome` promises broadcasts already flow.
         await self.channel_layer.group_add(self.group, self.channel_name)
         await self.accept()
@@ -76,8 +92,16 @@ class GameRoom(AsyncWebsocketConsumer):  # type: ignore[misc]
         await broadcast_state(self.room)  # spectator count changed
 
     async def disconnect(self, code: int) -> None:
+        self.closed = True
         if not self.registered:
             return
+        self.registered = False
+        drain.unregister(self)
+        metrics.CONNECTIONS.dec()
+        _local_rooms[self.room] -= 1
+        if _local_rooms[self.room] <= 0:
+            del _local_rooms[self.room]
+        metrics.ROOMS.set(len(_local_rooms))
         await self.channel_layer.group_discard(self.group, self.channel_name)
         if await call(services.connection_close, channel_name=self.channel_name):
             await broadcast_state(self.room)
@@ -87,22 +111,37 @@ class GameRoom(AsyncWebsocketConsumer):  # type: ignore[misc]
     async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
         verdict = self.limiter.hit()
         if verdict is Verdict.CLOSE:
-            await self.close(code=CLOSE_POLICY)
+            await self.close_with(CLOSE_POLICY)
             return
         if self.oversize(text_data):
-            await self.close(code=CLOSE_TOO_BIG)
+            await self.close_with(CLOSE_TOO_BIG)
             return
-        try:
-            if verdict is Verdict.DROP:
-                raise GameError("rate_limited")
-            if text_data is None:
-                raise GameError("bad_message", "Frames must be text.")
-            await self.handle(parse(text_data))
-        except GameError as error:
-            await self.send(text_data=error_frame(error))
-        except Exception:
-            log.exception("room %s: message failed", self.room)
-            await self.close(code=CLOSE_SERVER_ERROR)
+        async with self.busy:  # a drain waits for the message in hand
+            try:
+                if verdict is Verdict.DROP:
+                    raise GameError("rate_limited")
+                if text_data is None:
+                    raise GameError("bad_message", "Frames must be text.")
+                message = parse(text_data)
+                metrics.MESSAGES_IN.labels(type(message).__name__.lower()).inc()
+                await self.handle(message)
+            except GameError as error:
+                metrics.ERRORS.labels(error.code).inc()
+                await self.send(text_data=error_frame(error))
+            except Exception:
+                log.exception("room %s: message failed", self.room)
+                await self.close_with(CLOSE_SERVER_ERROR)
+
+    async def close_with(self, code: int) -> None:
+        if not self.closed:
+            self.closed = True
+            metrics.CLOSES.labels(str(code)).inc()
+            await self.close(code=code)
+
+    async def drain_close(self) -> None:
+        """Close with 1012 once the message being handled (if any) is done."""
+        async with self.busy:
+            await self.close_with(drain.CLOSE_DRAINING)
 
     @staticmethod
     def oversize(text: str | None) -> bool:
@@ -162,12 +201,15 @@ class GameRoom(AsyncWebsocketConsumer):  # type: ignore[misc]
     # --- group events: pre-encoded frames, forwarded as they are --------------
 
     async def game_state(self, event: dict[str, Any]) -> None:
+        metrics.OUT_STATE.inc()
         await self.send(text_data=event["text"])
 
     async def game_chat(self, event: dict[str, Any]) -> None:
+        metrics.OUT_CHAT.inc()
         await self.send(text_data=event["text"])
 
     async def game_relay(self, event: dict[str, Any]) -> None:
+        metrics.OUT_RELAY.inc()
         await self.send(text_data=event["text"])
 
 

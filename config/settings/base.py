@@ -134,3 +134,8 @@ os.makedirs(STATIC_ROOT, exist_ok=True)
 
 # Computer opponent: pause before its move, so it reads like a turn.
 BOT_THINK_SECONDS: float = env.float("BOT_THINK_SECONDS", default=0.4)
+
+# Drain on SIGTERM (see game/drain.py). Kubernetes' terminationGracePeriodSeconds
+# must exceed DRAIN_READINESS_DELAY + DRAIN_WINDOW + GRACEFUL_SHUTDOWN.
+DRAIN_READINESS_DELAY_SECONDS: float = env.float("DRAIN_READINESS_DELAY_SECONDS", default=3.0)
+DRAIN_WINDOW_SECONDS: float = env.float("DRAIN_WINDOW_SECONDS", default=10.0)

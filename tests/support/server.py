@@ -1,4 +1,4 @@
-"""Real uvicorn processes for end-to-end tests: free ports, clean shutdown."""
+"""Real replicas (`python -m deploy.server`) for end-to-end tests: free ports, clean shutdown."""
 
 from __future__ import annotations
 
@@ -22,7 +22,7 @@ def free_port() -> int:
 
 
 class UvicornServer:
-    """One replica: `python -m uvicorn config.asgi:application` on a free port.
+    """One replica: `python -m deploy.server` (uvicorn with the drain) on a free port.
 
     The database is whatever `env` says (tests pass a temporary SQLite file or
     a PostgreSQL URL); migrations run once before the first start.
@@ -43,6 +43,10 @@ class UvicornServer:
             "DJANGO_SETTINGS_MODULE": "config.settings.test",
             "REPLICA_NAME": name,
             "PYTHONUNBUFFERED": "1",
+            "PORT": str(self.port),
+            "GRACEFUL_SHUTDOWN_SECONDS": "5",
+            "DRAIN_READINESS_DELAY_SECONDS": "0",
+            "DRAIN_WINDOW_SECONDS": "0.5",
             **env,
         }
         self.log_path = (log_dir or Path("/tmp")) / f"uvicorn-{name}-{self.port}.log"
@@ -67,23 +71,7 @@ class UvicornServer:
     def start(self, timeout: float = 20.0) -> UvicornServer:
         log = open(self.log_path, "ab")  # noqa: SIM115 - owned by the child process
         self.proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "uvicorn",
-                "config.asgi:application",
-                "--host",
-                "127.0.0.1",
-                "--port",
-                str(self.port),
-                "--ws",
-                "websockets-sansio",
-                "--ws-max-size",
-                self.env.get("MAX_FRAME_BYTES", "16384"),
-                "--no-access-log",
-                "--timeout-graceful-shutdown",
-                "5",
-            ],
+            [sys.executable, "-m", "deploy.server"],
             cwd=ROOT,
             env=self.env,
             stdout=log,
