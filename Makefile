@@ -7,9 +7,10 @@ HOST ?= 127.0.0.1
 PORT ?= 8000
 MAX_FRAME_BYTES ?= 16384
 POSTGRES_TEST_URL ?= postgres://postgres@127.0.0.1:5432/postgres
+RABBITMQ_TEST_URL ?= amqp://guest:guest@127.0.0.1:5672/%2f
 REPLICAS ?= 3
 
-.PHONY: help setup run fleet test lint types test-sqlite test-postgres browser-deps haproxy-deps clean
+.PHONY: help setup run fleet test lint types test-sqlite test-postgres test-rabbitmq browser-deps haproxy-deps clean
 
 help:
 	@echo "make run    - serve the game on http://$(HOST):$(PORT) (SQLite, in-memory layer)"
@@ -57,7 +58,11 @@ test-sqlite: setup browser-deps haproxy-deps
 test-postgres: setup
 	DATABASE_URL=$(POSTGRES_TEST_URL) $(BIN)/pytest tests/test_services.py tests/test_consumer.py tests/test_concurrency.py
 
-test: lint types test-sqlite test-postgres
+# The consumer suite again with the RabbitMQ channel layer instead of the in-memory one.
+test-rabbitmq: setup
+	RABBITMQ_URL=$(RABBITMQ_TEST_URL) $(BIN)/pytest tests/test_consumer.py
+
+test: lint types test-sqlite test-postgres test-rabbitmq
 
 clean:
 	rm -rf $(VENV) var .mypy_cache .ruff_cache .pytest_cache

@@ -137,15 +137,48 @@ def _name(value: object) -> str:
     return value
 
 
+MAX_DEPTH = 64
+
+
+def _too_deep(text: str) -> bool:
+    """Nesting deeper than MAX_DEPTH: refused before the JSON parser recurses into it.
+
+    Only frames holding many brackets are scanned, so ordinary frames pay two
+    `str.count` calls.
+    """
+    if text.count("[") + text.count("{") <= MAX_DEPTH:
+        return False
+    depth, in_string, escaped = 0, False, False
+    for char in text:
+        if in_string:
+            if escaped:
+                escaped = False
+            elif char == "\\":
+                escaped = True
+            elif char == '"':
+                in_string = False
+        elif char == '"':
+            in_string = True
+        elif char in "[{":
+            depth += 1
+            if depth > MAX_DEPTH:
+                return True
+        elif char in "]}":
+            depth -= 1
+    return False
+
+
 def _no_constants(name: str) -> None:
     raise ValueError(f"{name} is not JSON")
 
 
 def parse(text: str) -> ClientMessage:
     """Turn one text frame into a client message, or raise GameError."""
+    if _too_deep(text):
+        raise GameError("bad_json", f"JSON nested deeper than {MAX_DEPTH} levels.")
     try:
         obj = json.loads(text, parse_constant=_no_constants)
-    except (ValueError, RecursionError):
+    except ValueError:
         raise GameError("bad_json") from None
     if not isinstance(obj, dict):
         raise GameError("bad_json")

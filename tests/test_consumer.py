@@ -18,6 +18,7 @@ from typing import Any
 import pytest
 from asgiref.sync import sync_to_async
 from channels.db import database_sync_to_async
+from channels.layers import get_channel_layer
 from django.conf import settings as django_settings
 from django.db import connections
 from django.test import AsyncClient
@@ -54,6 +55,9 @@ async def ws(transactional_db: None) -> AsyncIterator[Sockets]:
         if pending:
             await asyncio.wait(pending, timeout=5)
         await sockets.close_all()
+        layer = get_channel_layer()
+        if hasattr(layer, "close"):  # the RabbitMQ layer (RABBITMQ_URL set): its connection
+            await layer.close()
         # The consumer's database thread keeps its connection (channels' test
         # communicator turns close_old_connections off); close it there, or
         # PostgreSQL cannot drop the test database at the end of the session.
