@@ -8,6 +8,7 @@ urlpatterns = [
     path("readyz", views.readyz, name="readyz"),
     path("metrics", views.metrics, name="metrics"),
     path("api/rooms/<str:code>", views.room_detail, name="room-detail"),
+    path("api/leaderboard", views.leaderboard_list, name="leaderboard"),
 ]
 
 handler404 = "game.views.not_found"

@@ -10,7 +10,7 @@ from typing import Any
 from channels.generic.websocket import AsyncWebsocketConsumer
 from django.conf import settings
 
-from . import bots, drain, metrics, services
+from . import drain, jobs, metrics, services
 from .aio import call, call_then_read, read_state
 from .exceptions import GameError
 from .groups import broadcast_state, broadcast_text, room_group
@@ -22,6 +22,7 @@ from .protocol import (
     Join,
     Move,
     Ping,
+    QuickMatch,
     Relay,
     Simple,
     StateMessage,
@@ -103,6 +104,7 @@ class GameRoom(AsyncWebsocketConsumer):  # type: ignore[misc]
             del _local_rooms[self.room]
         metrics.ROOMS.set(len(_local_rooms))
         await self.channel_layer.group_discard(self.group, self.channel_name)
+        await call(services.match_cancel, channel_name=self.channel_name)
         if await call(services.connection_close, channel_name=self.channel_name):
             await broadcast_state(self.room)
 
@@ -186,17 +188,23 @@ class GameRoom(AsyncWebsocketConsumer):  # type: ignore[misc]
                 await self.send(text_data=encode(await read_state(self.room)))
             case Ping(t=t):
                 await self.send(text_data=encode({"type": "pong", "t": t}))
+            case QuickMatch(name=name):
+                ticket = await call(
+                    services.match_request, name=name, channel_name=self.channel_name
+                )
+                await self.send(text_data=encode({"type": "matching", "ticket": ticket}))
+                await jobs.dispatch(jobs.MATCH_PAIR, {}, key=f"match:{ticket}")
 
-    async def changed(self, service: Any, **kwargs: Any) -> None:
+    async def changed(self, service: Any, *, moved: bool = False, **kwargs: Any) -> None:
         """Apply a service to this room, then send the room its new state."""
         _, state = await call_then_read(service, code=self.room, **kwargs)
-        await self.publish(state)
+        await self.publish(state, moved=moved)
 
-    async def publish(self, state: StateMessage | None) -> None:
+    async def publish(self, state: StateMessage | None, *, moved: bool = False) -> None:
         if state is None:
             return
         await broadcast_text(self.room, "game.state", encode(state))
-        bots.schedule_if_due(state)
+        await jobs.after_state(state, moved=moved)
 
     # --- group events: pre-encoded frames, forwarded as they are --------------
 
@@ -210,6 +218,10 @@ class GameRoom(AsyncWebsocketConsumer):  # type: ignore[misc]
 
     async def game_relay(self, event: dict[str, Any]) -> None:
         metrics.OUT_RELAY.inc()
+        await self.send(text_data=event["text"])
+
+    async def game_direct(self, event: dict[str, Any]) -> None:
+        """A frame for this connection only (quick match's `matched`)."""
         await self.send(text_data=event["text"])
 
 

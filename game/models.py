@@ -61,3 +61,61 @@ class Connection(models.Model):
 
     def __str__(self) -> str:
         return f"{self.channel_name} in {self.room_id}"
+
+
+class GameResult(models.Model):
+    """One finished game, written in the same transaction as its last move.
+
+    It doubles as the outbox of the `game.finished` job: the worker that applies
+    it to the leaderboard flips `counted`, so a redelivered job counts nothing
+    twice, and a job lost in transit is found again by the workers' sweep.
+    """
+
+    key = models.CharField(primary_key=True, max_length=64)  # "<room>:<game number>"
+    room = models.ForeignKey(Room, on_delete=models.CASCADE, related_name="results")
+    x_name = models.CharField(max_length=32)
+    o_name = models.CharField(max_length=32)
+    x_bot = models.BooleanField(default=False)
+    o_bot = models.BooleanField(default=False)
+    winner = models.CharField(max_length=1, blank=True, default="")  # "" = draw
+    finished_at = models.DateTimeField(auto_now_add=True)
+    counted = models.BooleanField(default=False, db_index=True)
+
+    def __str__(self) -> str:
+        return self.key
+
+
+class LeaderboardEntry(models.Model):
+    name = models.CharField(primary_key=True, max_length=32)
+    wins = models.PositiveIntegerField(default=0)
+    losses = models.PositiveIntegerField(default=0)
+    draws = models.PositiveIntegerField(default=0)
+    streak = models.PositiveIntegerField(default=0)  # current run of wins
+    best_streak = models.PositiveIntegerField(default=0)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        indexes = [models.Index(fields=["-wins", "losses"])]
+
+    def __str__(self) -> str:
+        return f"{self.name} {self.wins}-{self.losses}-{self.draws}"
+
+
+class MatchTicket(models.Model):
+    """A player waiting for quick match; `id` order is arrival order."""
+
+    id = models.BigAutoField(primary_key=True)
+    name = models.CharField(max_length=32)
+    channel_name = models.CharField(max_length=200, db_index=True)
+    room = models.ForeignKey(Room, null=True, blank=True, on_delete=models.SET_NULL)
+    mark = models.CharField(max_length=1, blank=True, default="")
+    # The seat token, kept only until the player has been told (then cleared).
+    token = models.CharField(max_length=64, blank=True, default="")
+    notified = models.BooleanField(default=False)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        indexes = [models.Index(fields=["room", "id"]), models.Index(fields=["notified", "id"])]
+
+    def __str__(self) -> str:
+        return f"ticket {self.id} {self.name}"

@@ -124,7 +124,14 @@ class Relay:
     data: Any
 
 
-ClientMessage = Join | Move | Chat | Simple | Bot | Ping | Relay
+@dataclass(frozen=True, slots=True)
+class QuickMatch:
+    """Addition to protocol 1: ask to be paired with the next waiting player."""
+
+    name: str
+
+
+ClientMessage = Join | Move | Chat | Simple | Bot | Ping | Relay | QuickMatch
 
 
 def _is_int(value: object) -> bool:
@@ -215,4 +222,6 @@ def parse(text: str) -> ClientMessage:
         return Bot(level)
     if kind == "ping":
         return Ping(obj.get("t"))
+    if kind == "quickmatch":
+        return QuickMatch(_name(obj.get("name")))
     raise GameError("unknown_type", f"Unknown message type {kind[:40]!r}.")

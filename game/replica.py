@@ -11,7 +11,7 @@ from functools import cache
 
 from django.conf import settings
 
-from . import services
+from . import jobs, services
 from .aio import call
 from .groups import broadcast_state
 
@@ -41,6 +41,8 @@ async def beat_once() -> None:
         await broadcast_state(code)
     if rooms:
         log.info("swept connections of dead replicas from %d rooms", len(rooms))
+    if not settings.RABBITMQ_URL:  # embedded mode: no worker fleet sweeps for us
+        await jobs.sweep()
 
 
 async def heartbeat_forever(stop: asyncio.Event) -> None:

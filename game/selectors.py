@@ -10,7 +10,7 @@ from django.db.models import Count
 from django.utils import timezone
 
 from . import rules
-from .models import Connection, Room
+from .models import Connection, LeaderboardEntry, Room
 from .protocol import PlayerInfo, StateMessage
 from .services import MARKS, as_mark, room_outcome, seat_of
 
@@ -60,3 +60,19 @@ def room_state(code: str) -> StateMessage | None:
     if room is None:
         return None
     return state_of(room, presence_counts(code))
+
+
+def leaderboard(*, limit: int = 20) -> list[dict[str, object]]:
+    """Most wins first; fewer losses break ties, then the name."""
+    rows = LeaderboardEntry.objects.order_by("-wins", "losses", "name")[:limit]
+    return [
+        {
+            "name": row.name,
+            "wins": row.wins,
+            "losses": row.losses,
+            "draws": row.draws,
+            "streak": row.streak,
+            "best_streak": row.best_streak,
+        }
+        for row in rows
+    ]

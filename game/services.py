@@ -22,7 +22,15 @@ from django.utils import timezone
 
 from . import rules
 from .exceptions import GameError
-from .models import EMPTY_BOARD_TEXT, Connection, Replica, Room
+from .models import (
+    EMPTY_BOARD_TEXT,
+    Connection,
+    GameResult,
+    LeaderboardEntry,
+    MatchTicket,
+    Replica,
+    Room,
+)
 from .rules import Mark
 
 MARKS: tuple[Mark, Mark] = ("X", "O")
@@ -221,10 +229,33 @@ def move_play(*, code: str, mark: Mark | None, cell: object, version: int | None
             raise GameError("not_your_turn")
         if board[cell] is not None:
             raise GameError("cell_taken")
-        new_board = rules.board_to_str(rules.place(board, cell, mark))
-        return room.version + 1 if _cas(room, board=new_board) else None
+        after = rules.place(board, cell, mark)
+        if not _cas(room, board=rules.board_to_str(after)):
+            return None
+        finished = rules.outcome(after)
+        if finished.status != "playing":
+            _result_record(room, version=room.version + 1, winner=finished.winner)
+        return room.version + 1
 
     return _with_retries(attempt)
+
+
+def result_key(code: str, version: int) -> str:
+    """A finished game is named by its room and the version its last move made."""
+    return f"{code}:{version}"
+
+
+def _result_record(room: Room, *, version: int, winner: Mark | None) -> None:
+    x, o = seat_of(room, "X"), seat_of(room, "O")
+    GameResult.objects.create(
+        key=result_key(room.code, version),
+        room=room,
+        x_name=x.name,
+        o_name=o.name,
+        x_bot=bool(x.bot),
+        o_bot=bool(o.bot),
+        winner=winner or "",
+    )
 
 
 def rematch_request(*, code: str, mark: Mark | None) -> bool:
@@ -284,3 +315,174 @@ def bot_play(*, code: str, version: int) -> int | None:
         return move_play(code=code, mark=mark, cell=cell, version=version)
     except GameError:
         return None
+
+
+# --- results and leaderboard (the worker fleet) ---------------------------------
+
+
+def result_count(*, key: str) -> bool:
+    """Apply one finished game to the leaderboard, once. True if it was counted now.
+
+    The result row is locked and flipped to `counted` in the same transaction as
+    the leaderboard update, so a redelivered job finds nothing to do.
+    """
+    with transaction.atomic():
+        result = GameResult.objects.select_for_update().filter(key=key, counted=False).first()
+        if result is None:
+            return False
+        players = [
+            (name, _result_for(result.winner, mark))
+            for mark, name, bot in (
+                ("X", result.x_name, result.x_bot),
+                ("O", result.o_name, result.o_bot),
+            )
+            if not bot  # the computer has no place on the leaderboard
+        ]
+        names = sorted({name for name, _ in players})  # a fixed lock order: no deadlocks
+        for name in names:
+            LeaderboardEntry.objects.get_or_create(name=name)
+        entries = {
+            entry.name: entry
+            for entry in LeaderboardEntry.objects.select_for_update()
+            .filter(name__in=names)
+            .order_by("name")
+        }
+        for name, verdict in players:
+            entry = entries[name]
+            if verdict == "win":
+                entry.wins += 1
+                entry.streak += 1
+                entry.best_streak = max(entry.best_streak, entry.streak)
+            elif verdict == "loss":
+                entry.losses += 1
+                entry.streak = 0
+            else:
+                entry.draws += 1
+                entry.streak = 0
+        for entry in entries.values():
+            entry.save()
+        result.counted = True
+        result.save(update_fields=["counted"])
+    return True
+
+
+def _result_for(winner: str, mark: str) -> str:
+    if not winner:
+        return "draw"
+    return "win" if winner == mark else "loss"
+
+
+def results_uncounted(*, older_than_seconds: float, limit: int = 500) -> list[str]:
+    """Finished games no worker has counted yet (their job was lost or is late)."""
+    cutoff = timezone.now() - timedelta(seconds=older_than_seconds)
+    return list(
+        GameResult.objects.filter(counted=False, finished_at__lt=cutoff)
+        .order_by("finished_at")
+        .values_list("key", flat=True)[:limit]
+    )
+
+
+def rooms_awaiting_bot(*, older_than_seconds: float, limit: int = 500) -> list[tuple[str, int]]:
+    """(room, version) where the computer should have moved by now."""
+    cutoff = timezone.now() - timedelta(seconds=older_than_seconds)
+    recent = timezone.now() - timedelta(hours=1)
+    due = []
+    rooms = Room.objects.filter(updated_at__lt=cutoff, updated_at__gte=recent).exclude(
+        x_bot="", o_bot=""
+    )
+    for room in rooms[:limit]:
+        board, outcome, seated = room_outcome(room)
+        if outcome.status == "playing" and seated:
+            turn = rules.to_move(board, as_mark(room.opener))
+            if seat_of(room, turn).bot:
+                due.append((room.code, room.version))
+    return due
+
+
+# --- quick match ---------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Pairing:
+    ticket: int
+    channel_name: str
+    room: str
+    mark: Mark
+    token: str
+    opponent: str
+
+
+def match_request(*, name: str, channel_name: str) -> int:
+    """A player asks to be paired; the ticket's id is its place in the line."""
+    with transaction.atomic():
+        waiting = MatchTicket.objects.filter(channel_name=channel_name, room__isnull=True).first()
+        if waiting is not None:
+            return waiting.id
+        return MatchTicket.objects.create(name=name, channel_name=channel_name).id
+
+
+def match_cancel(*, channel_name: str) -> int:
+    deleted, _ = MatchTicket.objects.filter(channel_name=channel_name, room__isnull=True).delete()
+    return deleted
+
+
+def match_pair(*, limit: int = 500) -> int:
+    """Pair waiting tickets two by two in arrival order, each pair in a new room.
+
+    Several workers may run this at once: the oldest two unlocked tickets are
+    locked (`skip_locked`), so concurrent pairers take disjoint pairs and the
+    line order holds. Returns the number of rooms made.
+    """
+    made = 0
+    while made < limit:
+        with transaction.atomic():
+            pair = list(
+                MatchTicket.objects.select_for_update(skip_locked=True)
+                .filter(room__isnull=True)
+                .order_by("id")[:2]
+            )
+            if len(pair) < 2:
+                return made
+            first, second = pair
+            tokens = {"X": secrets.token_urlsafe(24), "O": secrets.token_urlsafe(24)}
+            room = Room.objects.create(
+                code=f"qm-{secrets.token_hex(6)}",
+                version=2,  # both seats taken
+                **_seat_update("X", name=first.name, token_hash=token_hash(tokens["X"])),
+                **_seat_update("O", name=second.name, token_hash=token_hash(tokens["O"])),
+            )
+            for ticket, mark in ((first, "X"), (second, "O")):
+                ticket.room = room
+                ticket.mark = mark
+                ticket.token = tokens[mark]
+                ticket.save(update_fields=["room", "mark", "token"])
+            made += 1
+    return made
+
+
+def match_unnotified(*, limit: int = 500) -> list[Pairing]:
+    """Paired tickets whose player has not been told yet."""
+    tickets = (
+        MatchTicket.objects.filter(room__isnull=False, notified=False)
+        .select_related("room")
+        .order_by("id")[:limit]
+    )
+    pairings = []
+    for ticket in tickets:
+        assert ticket.room is not None
+        mark = as_mark(ticket.mark)
+        pairings.append(
+            Pairing(
+                ticket=ticket.id,
+                channel_name=ticket.channel_name,
+                room=ticket.room.code,
+                mark=mark,
+                token=ticket.token,
+                opponent=seat_of(ticket.room, rules.other(mark)).name,
+            )
+        )
+    return pairings
+
+
+def match_notified(*, tickets: list[int]) -> None:
+    MatchTicket.objects.filter(id__in=tickets).update(notified=True, token="")

@@ -15,7 +15,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from . import drain
 from .protocol import valid_room_code
-from .selectors import room_state
+from .selectors import leaderboard, room_state
 
 READY_TIMEOUT_SECONDS = 2.0
 
@@ -70,6 +70,17 @@ def room_detail(request: HttpRequest, code: str) -> JsonResponse:
     if state is None:
         return JsonResponse({"error": "not_found", "message": f"No room {code!r}."}, status=404)
     return JsonResponse(state)
+
+
+@require_GET
+def leaderboard_list(request: HttpRequest) -> JsonResponse:
+    try:
+        limit = min(100, max(1, int(request.GET.get("limit", "20"))))
+    except ValueError:
+        return JsonResponse(
+            {"error": "bad_request", "message": "limit must be an integer."}, status=400
+        )
+    return JsonResponse({"leaderboard": leaderboard(limit=limit)})
 
 
 def not_found(request: HttpRequest, exception: Exception | None = None) -> JsonResponse:

@@ -25,7 +25,7 @@ from django.test import AsyncClient
 from django.test import Client as HttpClient
 
 from config.asgi import application
-from game import bots
+from game import jobs
 from game.models import Room
 from game.replica import replica_name
 from tests.support.ws import Client, Frame, Sockets, strict_json
@@ -51,7 +51,7 @@ async def ws(transactional_db: None) -> AsyncIterator[Sockets]:
     try:
         yield sockets
     finally:
-        pending = list(bots._tasks)  # a bot move still thinking must not outlive the test
+        pending = list(jobs._local)  # a computer move still thinking must not outlive the test
         if pending:
             await asyncio.wait(pending, timeout=5)
         await sockets.close_all()

@@ -11,6 +11,7 @@ with `-s` to see them.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import os
 import re
@@ -50,8 +51,15 @@ FLEET_ENV = {
 X_WINS = {"X": [0, 1, 2], "O": [3, 4, 5]}
 # A draw of all nine moves: versions 3..11, so a game lives as long as possible.
 DRAW = {"X": [0, 2, 3, 7, 8], "O": [1, 4, 5, 6]}
-DRAW_BOARD = ["X", "O", "X", "X", "O", "O", "O", "X", "X"]
+DRAW_BOARD: list[str | None] = ["X", "O", "X", "X", "O", "O", "O", "X", "X"]
 THINK = (0.2, 0.5)
+# A rolling restart of 3 replicas takes about 11 s here (each: 1 s readiness delay,
+# 2 s drain window, exit, start, ready, HAProxy UP). A nine-move game with THINK lasts
+# 3.5 s, over before web-2 drains; with ROLL_THINK it outlasts the whole restart, so
+# every replica's drain closes sockets of games in progress.
+ROLL_THINK = (1.0, 2.0)
+# Stopping and starting RabbitMQ's application takes 3-4 s: games must outlast it.
+BROKER_THINK = (0.5, 1.0)
 
 _no_proxy = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 
@@ -86,4 +94,474 @@ def _log_excerpt(log_dir: Path, limit: int = 60) -> str:
     return "\n".join(lines[-limit:])
 
 
-@contextlib_contextmanager := None  # placeholder, replaced below
+def _start_fleet(replicas: int, database_url: str, log_dir: Path) -> Iterator[Fleet]:
+    fleet = Fleet(
+        replicas,
+        settings="config.settings.test",
+        database_url=database_url,
+        rabbitmq_url=RABBITMQ_URL,
+        log_dir=log_dir,
+        env=FLEET_ENV,
+    )
+    try:
+        with fleet:
+            yield fleet
+    finally:
+        # Shown with the test's output when it fails; the whole logs stay in log_dir.
+        print(f"fleet logs in {log_dir}:\n{_log_excerpt(log_dir)}")
+    assert fleet.pids() == set(), "the fleet left processes behind"
+
+
+@pytest.fixture
+def fleet(database_url: str, tmp_path: Path) -> Iterator[Fleet]:
+    """Three replicas behind HAProxy with short drain and presence timings."""
+    yield from _start_fleet(3, database_url, tmp_path / "fleet")
+
+
+@pytest.fixture
+def fleet2(database_url: str, tmp_path: Path) -> Iterator[Fleet]:
+    """Two replicas, where a third adds nothing."""
+    yield from _start_fleet(2, database_url, tmp_path / "fleet")
+
+
+class Crowd:
+    """Every client a test starts; all of them are stopped when the test ends."""
+
+    def __init__(self) -> None:
+        self.members: list[Member] = []
+
+    def add(self, member: Member) -> Any:
+        self.members.append(member)
+        return member.start()
+
+    async def stop(self) -> None:
+        await asyncio.gather(*(member.stop() for member in self.members))
+
+
+@pytest.fixture
+async def crowd() -> AsyncIterator[Crowd]:
+    crowd = Crowd()
+    try:
+        yield crowd
+    finally:
+        await asyncio.wait_for(crowd.stop(), 30)
+
+
+# --- games --------------------------------------------------------------------------
+
+
+@dataclass
+class Game:
+    room: str
+    x: Player
+    o: Player
+
+    @property
+    def players(self) -> tuple[Player, Player]:
+        return self.x, self.o
+
+    @property
+    def version(self) -> int:
+        """The highest version either player has seen."""
+        return max(int(p.latest["version"]) if p.latest else -1 for p in self.players)
+
+    @property
+    def finished(self) -> bool:
+        return self.x.finished and self.o.finished
+
+    def summary(self) -> str:
+        return f"{self.room}: " + " | ".join(p.summary() for p in self.players)
+
+
+async def seat(
+    fleet: Fleet, crowd: Crowd, room: str, name: str, mark: str, cells: list[int], **kwargs: Any
+) -> Player:
+    """A player that has taken seat `mark` in `room` and plays `cells` from then on."""
+    player: Player = crowd.add(Player(fleet.lb_ws_url, room, name, cells, **kwargs))
+    await player.wait_for(lambda: player.mark, "joined", 15)
+    assert player.mark == mark, player.summary()
+    return player
+
+
+async def start_game(
+    fleet: Fleet,
+    crowd: Crowd,
+    room: str,
+    script: dict[str, list[int]],
+    *,
+    think: tuple[float, float] = THINK,
+) -> Game:
+    """Seat X, then O, in `room`; they play `script` from then on."""
+    x = await seat(fleet, crowd, room, "ana", "X", script["X"], think=think)
+    o = await seat(fleet, crowd, room, "bo", "O", script["O"], think=think)
+    return Game(room, x, o)
+
+
+async def start_games(
+    fleet: Fleet,
+    crowd: Crowd,
+    prefix: str,
+    count: int,
+    script: dict[str, list[int]],
+    think: tuple[float, float] = THINK,
+) -> list[Game]:
+    return list(
+        await asyncio.gather(
+            *(start_game(fleet, crowd, f"{prefix}-{i}", script, think=think) for i in range(count))
+        )
+    )
+
+
+async def all_finished(games: list[Game], within: float) -> None:
+    await wait_until(
+        lambda: all(game.finished for game in games),
+        f"{sum(not g.finished for g in games)} of {len(games)} games not finished",
+        within,
+        lambda: [p for game in games for p in game.players if not game.finished],
+    )
+
+
+async def all_moved(games: list[Game], within: float = 20) -> None:
+    """Every game has at least one accepted move (version 3 = seats 1, 2 + a move)."""
+    await wait_until(
+        lambda: all(game.version >= 3 for game in games),
+        "a move in every game",
+        within,
+        lambda: [p for game in games for p in game.players],
+    )
+
+
+def api_state(fleet: Fleet, room: str) -> Message:
+    """`GET /api/rooms/<room>` through the load balancer."""
+    try:
+        with _no_proxy.open(f"{fleet.lb_url}/api/rooms/{room}", timeout=5) as response:
+            body: Message = json.loads(response.read())
+            return body
+    except urllib.error.HTTPError as error:
+        raise AssertionError(f"GET /api/rooms/{room}: HTTP {error.code}") from None
+
+
+def game_view(state: Message) -> tuple[Any, ...]:
+    """What a game is, without presence (which may change without a version change)."""
+    return (
+        state["version"],
+        state["board"],
+        state["status"],
+        state["winner"],
+        state["line"],
+        state["turn"],
+    )
+
+
+def check_history(member: Member) -> None:
+    """Between any two versions a member saw, the board gained exactly one mark per
+    version and lost none: no move applied twice, none lost, none rewritten."""
+    boards = {seen.state["version"]: seen.state["board"] for seen in member.states}
+    seen = sorted(v for v in boards if v >= 2)  # versions 1, 2: the seats, empty board
+    for before, after in itertools.pairwise(seen):
+        old, new = boards[before], boards[after]
+        assert all(o is None or o == n for o, n in zip(old, new, strict=True)), (
+            f"{member.label}: board rewritten between v{before} {old} and v{after} {new}"
+        )
+        added = sum(o is None and n is not None for o, n in zip(old, new, strict=True))
+        assert added == after - before, (
+            f"{member.label}: v{before} -> v{after} added {added} marks: {old} -> {new}"
+        )
+
+
+async def check_game(fleet: Fleet, game: Game, board: list[str | None], status: str) -> None:
+    """Both players agree with the server on a final board made of exactly the
+    scripted moves that were accepted, and their histories are gapless in marks."""
+    final = game.x.latest
+    assert final is not None
+    assert game.o.latest is not None
+    assert game_view(game.o.latest) == game_view(final), game.summary()
+    api = await asyncio.to_thread(api_state, fleet, game.room)
+    assert game_view(api) == game_view(final), f"API {api} vs {game.summary()}"
+    marks = [cell for cell in final["board"] if cell is not None]
+    counts = Counter(marks)
+    assert final["version"] == 2 + len(marks), game.summary()
+    assert counts["X"] - counts["O"] in (0, 1), game.summary()
+    assert (final["board"], final["status"]) == (board, status), game.summary()
+    for player in game.players:
+        assert player.mark is not None
+        mine = [cell for cell, mark in enumerate(final["board"]) if mark == player.mark]
+        # Scripts are disjoint and always free: the accepted ones are a prefix.
+        assert sorted(mine) == sorted(player.cells[: len(mine)]), player.summary()
+        check_history(player)
+        assert player.failure is None, player.summary()
+
+
+def in_progress_at(games: list[Game], moment: float) -> list[str]:
+    """Games whose final version arrived only after `moment` (in progress then)."""
+    return [
+        game.room
+        for game in games
+        if game.x.latest is not None
+        and min(p.first_seen().get(game.x.latest["version"], 0.0) for p in game.players) > moment
+    ]
+
+
+async def timed(action: Callable[[], object]) -> float:
+    """Run a blocking fleet action in a thread; how long it took."""
+    started = time.monotonic()
+    await asyncio.to_thread(action)
+    return time.monotonic() - started
+
+
+def reconnect_report(name: str, players: list[Player]) -> None:
+    codes: Counter[int | None] = Counter()
+    for player in players:
+        codes.update(player.close_codes)
+    delays = [d for p in players for d in p.rejoin_delays()]
+    metric(
+        name,
+        players=len(players),
+        reconnects_total=sum(p.reconnects for p in players),
+        reconnects_max=max((p.reconnects for p in players), default=0),
+        players_reconnected=sum(p.reconnects > 0 for p in players),
+        close_codes=dict(codes),
+        rejoin_max_s=f"{max(delays, default=0):.2f}",
+        rejoin_mean_s=f"{(sum(delays) / len(delays)) if delays else 0:.2f}",
+    )
+
+
+# --- tests ----------------------------------------------------------------------------
+
+
+async def test_players_on_different_replicas_play_a_whole_game_through_the_balancer(
+    fleet: Fleet, crowd: Crowd
+) -> None:
+    room = "fleet-spread"
+    spectator: Spectator = crowd.add(Spectator(fleet.lb_ws_url, room))
+    watched = await spectator.wait_connected()
+    # Reconnect until each lands on its own replica; they stay to the end (`linger`),
+    # so presence does not change under the final comparison.
+    fast = (0.0, 0.05)
+    x = await seat(
+        fleet,
+        crowd,
+        room,
+        "ana",
+        "X",
+        X_WINS["X"],
+        think=fast,
+        linger=True,
+        placement=lambda server: server != watched,
+    )
+    o = await seat(
+        fleet,
+        crowd,
+        room,
+        "bo",
+        "O",
+        X_WINS["O"],
+        think=fast,
+        linger=True,
+        placement=lambda server: server not in (watched, x.server),
+    )
+    game = Game(room, x, o)
+
+    await asyncio.wait_for(asyncio.gather(*(p.wait_finished(20) for p in game.players)), 25)
+    final = game.x.latest
+    assert final is not None
+    await spectator.wait_for(
+        lambda: spectator.latest and spectator.latest["version"] == final["version"],
+        "the final version",
+        5,
+    )
+
+    servers = {spectator.server, game.x.server, game.o.server}
+    assert servers == {"web-1", "web-2", "web-3"}, servers
+    assert (final["status"], final["winner"], final["line"]) == ("won", "X", [0, 1, 2])
+    assert final["version"] == 7
+    # Every version from the first seat change on, no gaps.
+    assert [v for v in spectator.versions if v >= 1] == list(range(1, final["version"] + 1))
+    check_history(spectator)
+    assert spectator.latest == game.x.latest == game.o.latest
+    api = await asyncio.to_thread(api_state, fleet, room)
+    assert api == final
+    assert [m.reconnects for m in (spectator, *game.players)] == [0, 0, 0]
+    await check_game(fleet, game, ["X", "X", "X", "O", "O", None, None, None, None], "won")
+
+
+async def test_rolling_restart_with_20_games_in_progress_loses_nothing(
+    fleet: Fleet, crowd: Crowd
+) -> None:
+    games = await start_games(fleet, crowd, "roll", 20, DRAW, think=ROLL_THINK)
+    players = [p for game in games for p in game.players]
+    assert len({p.server for p in players}) == 3, Counter(p.server for p in players)
+    await all_moved(games)
+
+    started = time.monotonic()
+    moved_at_start = sum(game.version - 2 for game in games)
+    assert not any(game.finished for game in games)
+    rolling = asyncio.create_task(timed(fleet.rolling_restart))
+    try:
+        await all_finished(games, within=90)
+        finished_after = time.monotonic() - started
+    finally:
+        rolled_in = await asyncio.wait_for(asyncio.shield(rolling), 90)
+
+    for game in games:
+        await check_game(fleet, game, DRAW_BOARD, "draw")
+    codes: Counter[int | None] = Counter()
+    for player in players:
+        codes.update(player.close_codes)
+    assert codes[1012] >= 1, f"no player saw a 1012 close: {dict(codes)}"
+    # The games spanned the restart: every replica's drain closed sockets of live games.
+    drained = Counter(link.server for p in players for link in p.links if link.close_code == 1012)
+    assert set(drained) == {"web-1", "web-2", "web-3"}, drained
+    assert codes[1011] == 0, [p.summary() for p in players if 1011 in p.close_codes]
+    assert fleet.lb_servers() == {"web-1": "UP", "web-2": "UP", "web-3": "UP"}
+    reconnect_report("rolling_restart", players)
+    metric(
+        "rolling_restart",
+        games=len(games),
+        moves_before=moved_at_start,
+        moves_total=sum(game.version - 2 for game in games),
+        games_finished_after_s=f"{finished_after:.1f}",
+        restart_took_s=f"{rolled_in:.1f}",
+        closed_1012_by_replica=dict(sorted(drained.items())),
+    )
+
+
+async def test_sigkill_of_one_replica_mid_game_survivors_serve_and_its_players_finish(
+    fleet: Fleet, crowd: Crowd
+) -> None:
+    games = await start_games(fleet, crowd, "kill", 6, DRAW)
+    players = [p for game in games for p in game.players]
+    await all_moved(games)
+    by_server = Counter(p.server for p in players)
+    victim = by_server.most_common(1)[0][0]
+    assert victim is not None
+    victims = [p for p in players if p.server == victim]
+    survivors = [p for p in players if p.server != victim]
+    assert victims, by_server
+    assert survivors, by_server
+
+    index = [r.name for r in fleet.replicas].index(victim)
+    killed_at = time.monotonic()
+    await asyncio.wait_for(asyncio.to_thread(fleet.kill, index), 15)
+    await all_finished(games, within=60)
+    finished_after = time.monotonic() - killed_at
+
+    assert len(in_progress_at(games, killed_at)) == len(games)
+    for game in games:
+        await check_game(fleet, game, DRAW_BOARD, "draw")
+    # Survivors never noticed; the killed replica's players came back elsewhere.
+    assert [p.summary() for p in survivors if p.reconnects] == []
+    assert all(p.servers[0] == victim and victim not in p.servers[1:] for p in victims), [
+        p.summary() for p in victims
+    ]
+    lost = [link for p in victims for link in p.links if link.server == victim]
+    # SIGKILL: the kernel closes the TCP connection, no close frame (1006).
+    assert {link.close_code for link in lost} == {1006}, [p.summary() for p in victims]
+    recovered = [
+        min(t for t in p.joined_at if t > killed_at) - killed_at for p in victims if p.joined_at
+    ]
+    assert len(recovered) == len(victims)
+    assert fleet.lb_servers()[victim] == "DOWN"
+    reconnect_report("sigkill", players)
+    metric(
+        "sigkill",
+        victim=victim,
+        players_on_victim=len(victims),
+        players_on_survivors=len(survivors),
+        rejoined_after_kill_max_s=f"{max(recovered):.2f}",
+        games_finished_after_kill_s=f"{finished_after:.1f}",
+    )
+
+
+async def test_seat_of_a_sigkilled_replica_goes_offline_within_the_presence_timeout(
+    fleet2: Fleet, crowd: Crowd
+) -> None:
+    room = "fleet-presence"
+    spectator: Spectator = crowd.add(Spectator(fleet2.lb_ws_url, room))
+    watched = await spectator.wait_connected()
+    # This player does not reconnect: its seat stays empty of connections once killed.
+    ana = await seat(
+        fleet2,
+        crowd,
+        room,
+        "ana",
+        "X",
+        DRAW["X"],
+        reconnect=False,
+        placement=lambda server: server != watched,
+    )
+    victim = ana.server
+    assert victim is not None
+    assert victim != watched
+
+    def x_online(state: Message | None) -> bool | None:
+        seat_x = (state or {}).get("players", {}).get("X")
+        return None if seat_x is None else bool(seat_x["online"])
+
+    await spectator.wait_for(lambda: x_online(spectator.latest), "X online", 5)
+    index = [r.name for r in fleet2.replicas].index(victim)
+    killed_at = time.monotonic()
+    await asyncio.wait_for(asyncio.to_thread(fleet2.kill, index), 15)
+
+    # The survivor's heartbeat sweeps the dead replica's rows once its last beat is
+    # PRESENCE_TIMEOUT old, checking every PRESENCE_HEARTBEAT; the broadcast then
+    # reaches room members within the protocol's one second.
+    bound = PRESENCE_TIMEOUT + PRESENCE_HEARTBEAT + 1.0
+    await spectator.wait_for(
+        lambda: x_online(spectator.latest) is False, "X offline after the kill", bound + 5
+    )
+    offline_after = time.monotonic() - killed_at
+    api = await asyncio.to_thread(api_state, fleet2, room)
+    assert x_online(api) is False, api
+    assert ana.reconnects == 0
+    assert ana.close_codes == Counter({1006: 1}), ana.summary()
+    assert spectator.reconnects == 0, spectator.summary()
+    metric("presence", offline_after_kill_s=f"{offline_after:.2f}", bound_s=bound)
+    assert offline_after <= bound, f"seat went offline {offline_after:.1f}s after the kill"
+
+
+async def test_games_continue_after_a_rabbitmq_restart_without_reconnecting(
+    fleet: Fleet, crowd: Crowd
+) -> None:
+    # Slower than THINK: the games must still be running once the broker is back.
+    games = await start_games(fleet, crowd, "broker", 5, DRAW, think=BROKER_THINK)
+    players = [p for game in games for p in game.players]
+    assert len({p.server for p in players}) == 3, Counter(p.server for p in players)
+    await all_moved(games)
+
+    def restart_broker() -> tuple[float, float]:
+        """Stop the RabbitMQ application, wait a second, start it; (stopped, back) times."""
+        with broker_stopped():
+            stopped = time.monotonic()
+            time.sleep(1)
+        return stopped, time.monotonic()
+
+    began = time.monotonic()
+    try:
+        stopped, back = await asyncio.wait_for(asyncio.to_thread(restart_broker), 120)
+        await all_finished(games, within=60)
+    finally:
+        await asyncio.to_thread(broker_ready)  # never leave RabbitMQ down
+    finished = time.monotonic()
+
+    assert in_progress_at(games, back) == [game.room for game in games]
+    for game in games:
+        await check_game(fleet, game, DRAW_BOARD, "draw")
+    # The broker is the layer's business: no socket may be closed because of it.
+    assert [
+        p.summary() for p in players if p.reconnects or p.close_codes - Counter({1000: 1})
+    ] == []
+    # Longest time any game went without a new version around the outage.
+    stalls = []
+    for game in games:
+        times = sorted({**game.o.first_seen(), **game.x.first_seen()}.items())
+        gaps = [b[1] - a[1] for a, b in itertools.pairwise(times) if a[0] >= 2]
+        stalls.append(max(gaps, default=0.0))
+    reconnect_report("broker_restart", players)
+    metric(
+        "broker_restart",
+        outage_s=f"{back - began:.1f}",
+        app_down_s=f"{back - stopped:.1f}",
+        longest_stall_s=f"{max(stalls):.1f}",
+        games_finished_after_back_s=f"{finished - back:.1f}",
+    )

@@ -132,6 +132,14 @@ LOGGING = {
 
 os.makedirs(STATIC_ROOT, exist_ok=True)
 
+# Worker fleet (workers/, game/jobs.py): delays between attempts of a failing job;
+# after the last one it goes to the dead-letter queue.
+JOB_RETRY_DELAYS: tuple[float, ...] = tuple(
+    float(x) for x in env.list("JOB_RETRY_DELAYS", default=["1", "5", "25"])
+)
+WORKER_METRICS_PORT: int = env.int("WORKER_METRICS_PORT", default=9102)
+LAYER_PUBLISH_TIMEOUT_SECONDS: float = env.float("LAYER_PUBLISH_TIMEOUT_SECONDS", default=10.0)
+
 # Computer opponent: pause before its move, so it reads like a turn.
 BOT_THINK_SECONDS: float = env.float("BOT_THINK_SECONDS", default=0.4)
 

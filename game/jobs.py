@@ -1,0 +1,143 @@
+"""Background work of the game: results and leaderboard, computer moves, quick match.
+
+With `RABBITMQ_URL` set the jobs go to the worker fleet (workers/, started by
+`python manage.py run_workers`); in the embedded mode the same handlers run
+in this process. Every handler is idempotent by its job key, and the workers'
+periodic sweep redoes anything whose job was lost (a replica died between its
+commit and its publish), so nothing accepted is ever dropped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from functools import cache
+from typing import Any
+
+from channels.layers import get_channel_layer
+from django.conf import settings
+
+from . import services
+from .aio import call, call_then_read
+from .groups import broadcast_text
+from .protocol import StateMessage, encode
+
+log = logging.getLogger(__name__)
+
+GAME_FINISHED = "game.finished"
+BOT_MOVE = "bot.move"
+MATCH_PAIR = "match.pair"
+KINDS = (GAME_FINISHED, BOT_MOVE, MATCH_PAIR)
+
+_local: set[asyncio.Task[None]] = set()
+
+
+@cache
+def publisher() -> Any:
+    from workers.publisher import JobPublisher
+
+    return JobPublisher(
+        settings.RABBITMQ_URL,
+        kinds=KINDS,
+        retry_delays=settings.JOB_RETRY_DELAYS,
+        timeout=settings.LAYER_PUBLISH_TIMEOUT_SECONDS,
+    )
+
+
+async def dispatch(kind: str, payload: dict[str, Any], *, key: str) -> None:
+    """Hand a job to the fleet, or run it here in the embedded mode.
+
+    A failed publish is logged, not raised: the state it follows is committed,
+    and the workers' sweep finds the job's work undone.
+    """
+    if not settings.RABBITMQ_URL:
+        task = asyncio.create_task(_run_here(kind, payload))
+        _local.add(task)
+        task.add_done_callback(_local.discard)
+        return
+    try:
+        await publisher().publish(kind, payload, key=key)
+    except Exception:
+        log.exception("could not publish %s %s; the workers' sweep will redo it", kind, key)
+
+
+async def _run_here(kind: str, payload: dict[str, Any]) -> None:
+    try:
+        await HANDLERS[kind](payload)
+    except Exception:
+        log.exception("job %s failed in process", kind)
+
+
+# --- what the consumer calls after a change ----------------------------------------
+
+
+async def after_state(state: StateMessage, *, moved: bool) -> None:
+    """Jobs that follow a new state: a finished game, the computer's turn."""
+    if moved and state["status"] in ("won", "draw"):
+        key = services.result_key(state["room"], state["version"])
+        await dispatch(GAME_FINISHED, {"key": key}, key=key)
+    if bot_due(state):
+        key = f"{state['room']}:{state['version']}"
+        payload = {"room": state["room"], "version": state["version"]}
+        await dispatch(BOT_MOVE, payload, key=key)
+
+
+def bot_due(state: StateMessage) -> bool:
+    turn = state["turn"]
+    if state["status"] != "playing" or turn is None:
+        return False
+    player = state["players"].get(turn)
+    return bool(player and player.get("bot"))
+
+
+# --- handlers ----------------------------------------------------------------------
+
+
+async def game_finished(payload: dict[str, Any]) -> None:
+    await call(services.result_count, key=str(payload["key"]))
+
+
+async def bot_move(payload: dict[str, Any]) -> None:
+    """The computer moves for the turn at `version`, at most once (compare-and-swap)."""
+    room, version = str(payload["room"]), payload["version"]
+    if not isinstance(version, int):
+        raise ValueError("version must be an integer")
+    await asyncio.sleep(settings.BOT_THINK_SECONDS)
+    moved, state = await call_then_read(services.bot_play, code=room, version=version)
+    if moved is None or state is None:
+        return
+    await broadcast_text(room, "game.state", encode(state))
+    await after_state(state, moved=True)
+
+
+async def match_pair(payload: dict[str, Any]) -> None:
+    """Pair whoever waits, then tell every paired player where to go."""
+    await call(services.match_pair)
+    pairings = await call(services.match_unnotified)
+    if not pairings:
+        return
+    layer = get_channel_layer()
+    assert layer is not None
+    for pairing in pairings:
+        frame = {
+            "type": "matched",
+            "room": pairing.room,
+            "mark": pairing.mark,
+            "token": pairing.token,
+            "opponent": pairing.opponent,
+        }
+        await layer.send(pairing.channel_name, {"type": "game.direct", "text": encode(frame)})
+    await call(services.match_notified, tickets=[p.ticket for p in pairings])
+
+
+HANDLERS = {GAME_FINISHED: game_finished, BOT_MOVE: bot_move, MATCH_PAIR: match_pair}
+
+
+async def sweep() -> None:
+    """Redo work whose job never arrived; run periodically by every worker."""
+    for key in await call(services.results_uncounted, older_than_seconds=5.0):
+        await game_finished({"key": key})
+    late = settings.BOT_THINK_SECONDS + 5.0
+    for room, version in await call(services.rooms_awaiting_bot, older_than_seconds=late):
+        await bot_move({"room": room, "version": version})
+    await match_pair({})

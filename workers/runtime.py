@@ -1,0 +1,172 @@
+"""The worker runtime: consume jobs with manual acknowledgement, retry, dead-letter.
+
+- A job is acknowledged only after its handler returned, i.e. after the
+  handler's database commit; a worker that dies mid-job leaves it unacked and
+  RabbitMQ hands it to another worker. Handlers are idempotent by the job's key.
+- At most `concurrency` jobs are in hand at once (the channel's prefetch).
+- A failing job is re-published to a delay queue (`retry_delays`, one per
+  attempt) and comes back after the delay; after the last attempt, or at once
+  for a message that cannot be decoded or names no known kind, it goes to the
+  dead-letter queue with the error in its headers. Either way the original is
+  acknowledged, so a poison message never blocks the queue.
+- SIGTERM: stop taking jobs, finish the ones in hand (up to `grace` seconds),
+  then close; anything still unacked is redelivered elsewhere.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any
+
+import aio_pika
+from aio_pika.abc import AbstractChannel, AbstractIncomingMessage, AbstractQueue
+from prometheus_client import Counter, Gauge, Histogram
+
+from . import topology
+
+log = logging.getLogger(__name__)
+
+Handler = Callable[[dict[str, Any]], Awaitable[None]]
+
+JOBS = Counter("tictac_jobs_total", "Jobs handled, by kind and outcome", ["kind", "outcome"])
+JOB_SECONDS = Histogram(
+    "tictac_job_seconds",
+    "Job handling time",
+    ["kind"],
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0),
+)
+QUEUE_DEPTH = Gauge("tictac_jobs_queue_depth", "Messages ready in a job queue", ["queue"])
+IN_HAND = Gauge("tictac_jobs_in_hand", "Jobs this worker is handling now")
+
+
+class PoisonMessage(Exception):
+    """A message no retry can help: undecodable, or of an unknown kind."""
+
+
+class Worker:
+    def __init__(
+        self,
+        url: str,
+        handlers: Mapping[str, Handler],
+        *,
+        concurrency: int = 4,
+        retry_delays: tuple[float, ...] = (1.0, 5.0, 25.0),
+        grace: float = 25.0,
+        periodic: Callable[[], Awaitable[None]] | None = None,
+        periodic_seconds: float = 5.0,
+    ) -> None:
+        self.url = url
+        self.handlers = dict(handlers)
+        self.concurrency = concurrency
+        self.retry_delays = retry_delays
+        self.grace = grace
+        self.periodic = periodic
+        self.periodic_seconds = periodic_seconds
+        self.channel: AbstractChannel | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    async def run(self, stop: asyncio.Event) -> None:
+        connection = await aio_pika.connect_robust(self.url)
+        try:
+            channel = self.channel = await connection.channel(publisher_confirms=True)
+            await channel.set_qos(prefetch_count=self.concurrency)
+            _, queue = await topology.declare(
+                channel, kinds=self.handlers, retry_delays=self.retry_delays
+            )
+            tag = await queue.consume(self._on_message)
+            log.info("worker consuming %s (concurrency %d)", topology.JOBS_QUEUE, self.concurrency)
+            chores = asyncio.create_task(self._chores(queue, stop))
+            await stop.wait()
+            log.info("worker stopping: no new jobs; finishing %d in hand", len(self._tasks))
+            await queue.cancel(tag)
+            if self._tasks:
+                await asyncio.wait(self._tasks, timeout=self.grace)
+            chores.cancel()
+            await asyncio.gather(chores, return_exceptions=True)
+        finally:
+            await connection.close()
+        log.info("worker stopped")
+
+    async def _chores(self, queue: AbstractQueue, stop: asyncio.Event) -> None:
+        """Queue depth gauge and the handlers' periodic sweep."""
+        while not stop.is_set():
+            try:
+                assert self.channel is not None
+                for name in (topology.JOBS_QUEUE, topology.DEAD_QUEUE):
+                    declared = await self.channel.declare_queue(name, passive=True)
+                    QUEUE_DEPTH.labels(name).set(declared.declaration_result.message_count or 0)
+                if self.periodic is not None:
+                    await self.periodic()
+            except Exception:
+                log.exception("worker chores failed; retrying")
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), self.periodic_seconds)
+
+    async def _on_message(self, message: AbstractIncomingMessage) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        self._tasks.add(task)
+        IN_HAND.inc()
+        try:
+            await self._handle(message)
+        finally:
+            IN_HAND.dec()
+            self._tasks.discard(task)
+
+    async def _handle(self, message: AbstractIncomingMessage) -> None:
+        kind = message.type or "unknown"
+        started = time.perf_counter()
+        try:
+            handler = self.handlers.get(kind)
+            if handler is None:
+                raise PoisonMessage(f"no handler for kind {kind!r}")
+            try:
+                payload = json.loads(message.body)
+            except ValueError as exc:
+                raise PoisonMessage(f"undecodable body: {exc}") from exc
+            if not isinstance(payload, dict):
+                raise PoisonMessage("payload is not an object")
+            await handler(payload)
+        except Exception as exc:
+            await self._failed(message, kind, exc)
+            return
+        finally:
+            JOB_SECONDS.labels(kind).observe(time.perf_counter() - started)
+        await message.ack()
+        JOBS.labels(kind, "ok").inc()
+
+    async def _failed(self, message: AbstractIncomingMessage, kind: str, exc: Exception) -> None:
+        raw_attempt = (message.headers or {}).get("x-attempt", 0)
+        attempt = raw_attempt if isinstance(raw_attempt, int) else 0
+        poison = isinstance(exc, PoisonMessage)
+        if poison or attempt >= len(self.retry_delays):
+            log.error(
+                "job %s %s dead after %d attempts: %r", kind, message.message_id, attempt + 1, exc
+            )
+            await self._republish(message, topology.DEAD_QUEUE, attempt + 1, exc)
+            JOBS.labels(kind, "dead").inc()
+        else:
+            delay = self.retry_delays[attempt]
+            log.warning("job %s %s failed (%r); retry in %gs", kind, message.message_id, exc, delay)
+            await self._republish(message, topology.retry_queue(delay), attempt + 1, exc)
+            JOBS.labels(kind, "retried").inc()
+        await message.ack()
+
+    async def _republish(
+        self, message: AbstractIncomingMessage, queue: str, attempt: int, exc: Exception
+    ) -> None:
+        assert self.channel is not None
+        copy = aio_pika.Message(
+            message.body,
+            content_type=message.content_type,
+            delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+            message_id=message.message_id,
+            type=message.type,
+            headers={**(message.headers or {}), "x-attempt": attempt, "x-error": repr(exc)[:500]},
+        )
+        await self.channel.default_exchange.publish(copy, routing_key=queue)
