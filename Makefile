@@ -9,12 +9,13 @@ MAX_FRAME_BYTES ?= 16384
 POSTGRES_TEST_URL ?= postgres://postgres@127.0.0.1:5432/postgres
 RABBITMQ_TEST_URL ?= amqp://guest:guest@127.0.0.1:5672/%2f
 REPLICAS ?= 3
+WORKERS ?= 2
 
 .PHONY: help setup run fleet test lint types test-sqlite test-postgres test-rabbitmq browser-deps haproxy-deps clean
 
 help:
 	@echo "make run    - serve the game on http://$(HOST):$(PORT) (SQLite, in-memory layer)"
-	@echo "make fleet  - REPLICAS=3 replicas behind HAProxy on :$(PORT), RabbitMQ layer, PostgreSQL"
+	@echo "make fleet  - REPLICAS=3 replicas behind HAProxy on :$(PORT) + WORKERS=2 job workers"
 	@echo "make test   - lint, types and every test (SQLite and PostgreSQL)"
 
 $(VENV)/.installed: requirements/base.txt requirements/production.txt requirements/local.txt
@@ -30,7 +31,8 @@ run: setup
 	HOST=$(HOST) PORT=$(PORT) MAX_FRAME_BYTES=$(MAX_FRAME_BYTES) $(PYTHON) -m deploy.server
 
 fleet: setup haproxy-deps
-	$(PYTHON) -m deploy.fleet --replicas $(REPLICAS) --port $(PORT)
+	$(PYTHON) -m deploy.fleet --replicas $(REPLICAS) --port $(PORT) \
+		--workers $(WORKERS) --worker-command run_workers
 
 # Debian's haproxy: the load balancer of the local fleet and its tests.
 haproxy-deps:
