@@ -11,12 +11,13 @@ RABBITMQ_TEST_URL ?= amqp://guest:guest@127.0.0.1:5672/%2f
 REPLICAS ?= 3
 WORKERS ?= 2
 
-.PHONY: help setup run fleet test lint types test-sqlite test-postgres test-rabbitmq browser-deps haproxy-deps clean
+.PHONY: help setup bench-setup bench run fleet test lint types test-sqlite test-postgres test-rabbitmq browser-deps haproxy-deps clean
 
 help:
 	@echo "make run    - serve the game on http://$(HOST):$(PORT) (SQLite, in-memory layer)"
 	@echo "make fleet  - REPLICAS=3 replicas behind HAProxy on :$(PORT) + WORKERS=2 job workers"
 	@echo "make test   - lint, types and every test (SQLite and PostgreSQL)"
+	@echo "make bench  - fan-out benchmark against channels_redis, in-memory and raw ASGI"
 
 $(VENV)/.installed: requirements/base.txt requirements/production.txt requirements/local.txt
 	test -x $(PYTHON) || $(PY) -m venv $(VENV)
@@ -25,6 +26,17 @@ $(VENV)/.installed: requirements/base.txt requirements/production.txt requiremen
 	touch $@
 
 setup: $(VENV)/.installed
+
+$(VENV)/.bench-installed: $(VENV)/.installed requirements/bench.txt
+	$(PYTHON) -m pip install --quiet -r requirements/bench.txt
+	touch $@
+
+bench-setup: $(VENV)/.bench-installed
+
+# Fan-out benchmark: every contender in one run, a table, bench/results/<stamp>.{md,json,png}.
+BENCH_ARGS ?=
+bench: bench-setup
+	$(PYTHON) -m bench.fanout $(BENCH_ARGS)
 
 run: setup
 	$(PYTHON) manage.py migrate --noinput
