@@ -1,6 +1,7 @@
 """Settings for the benchmark's relay servers: the project's settings, another layer."""
 
 import os
+from typing import Any
 
 from config.settings.base import *  # noqa: F403
 
@@ -8,7 +9,7 @@ ROOT_URLCONF = "bench.urls"
 DEBUG = False
 _layer = os.environ.get("BENCH_LAYER", "memory")
 _redis = os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/5")
-CHANNEL_LAYERS = {
+_LAYERS: dict[str, Any] = {
     "memory": {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}},
     "rabbitmq": CHANNEL_LAYERS,  # noqa: F405 - the project's RabbitMQ layer (RABBITMQ_URL set)
     "redis": {
@@ -23,4 +24,5 @@ CHANNEL_LAYERS = {
             "CONFIG": {"hosts": [_redis]},
         }
     },
-}[_layer]
+}
+CHANNEL_LAYERS = _LAYERS[_layer]
