@@ -3,6 +3,7 @@
 import os
 from typing import Any
 
+from config.settings import base
 from config.settings.base import *  # noqa: F403
 
 ROOT_URLCONF = "bench.urls"
@@ -11,7 +12,7 @@ _layer = os.environ.get("BENCH_LAYER", "memory")
 _redis = os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/5")
 _LAYERS: dict[str, Any] = {
     "memory": {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}},
-    "rabbitmq": CHANNEL_LAYERS,  # noqa: F405 - the project's RabbitMQ layer (RABBITMQ_URL set)
+    "rabbitmq": base.CHANNEL_LAYERS,  # the project's RabbitMQ layer (RABBITMQ_URL set)
     "redis": {
         "default": {
             "BACKEND": "channels_redis.core.RedisChannelLayer",
