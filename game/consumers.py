@@ -10,6 +10,8 @@ from typing import Any
 from channels.generic.websocket import AsyncWebsocketConsumer
 from django.conf import settings
 
+from layer.consumer import LeanDispatchMixin
+
 from . import drain, jobs, metrics, services
 from .aio import call, call_then_read, read_state
 from .exceptions import GameError
@@ -44,7 +46,7 @@ CLOSE_SERVER_ERROR = 1011
 _local_rooms: Counter[str] = Counter()
 
 
-class GameRoom(AsyncWebsocketConsumer):  # type: ignore[misc]
+class GameRoom(LeanDispatchMixin, AsyncWebsocketConsumer):  # type: ignore[misc]
     room: str
     group: str
     mark: Mark | None = None

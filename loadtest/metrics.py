@@ -20,8 +20,10 @@ FANOUT = "ws fanout"  # move sent -> one spectator's socket has that state
 RELAY = "ws relay"  # {"data": X} sent -> another member's socket has {"payload": X}
 CONNECT_TO_STATE = "ws connect->state"  # TCP+handshake start -> welcome and first state read
 BACK_AFTER_1012 = "ws 1012->back"  # 1012 close received -> welcome+state (+seat) again
+JOIN = "ws join"  # failures only: a seat was refused or never granted
 MOVE = "ws move"  # failures only: the server refused or never confirmed a move
 SERVER_ERROR = "ws error"  # failures only: an `error` frame nobody expected
+SCENARIO = "ws scenario"  # failures only: the scenario broke off for another reason
 DISCONNECT = "ws disconnect"  # failures only: a close that was neither ours nor a 1012
 
 # The names the latency thresholds apply to.
@@ -36,6 +38,10 @@ class LostDelivery(Exception):
 
 class MoveFailed(Exception):
     """The server answered a move with an `error`, or nobody ever saw the move."""
+
+
+class JoinFailed(Exception):
+    """A join was answered with an `error`, or not at all."""
 
 
 class UnexpectedError(Exception):

@@ -92,6 +92,18 @@ class Reporter:
 Listener = Callable[["GameSocket", Frame, float, int], bool]
 
 
+class NoAnswer(Exception):
+    """The awaited frame did not come in time."""
+
+
+def _get(result: AsyncResult, timeout: float, what: str) -> Any:
+    """`AsyncResult.get` raising an Exception (gevent's Timeout is a BaseException)."""
+    try:
+        return result.get(timeout=max(timeout, 0))
+    except gevent.Timeout:
+        raise NoAnswer(what) from None
+
+
 class _Closed(Exception):
     """The underlying connection closed before the awaited frame arrived."""
 
@@ -187,11 +199,13 @@ class GameSocket:
         self.ws = ws
         self._reader = gevent.spawn(self._read, ws, self.epoch)
         try:
-            greeted_at: float = self._greeting.get(timeout=max(deadline - time.perf_counter(), 0))
+            greeted_at: float = _get(
+                self._greeting, deadline - time.perf_counter(), "no welcome + state"
+            )
             if self.token is not None and self.name is not None:
                 self._join_pending = True
                 self._send_now({"type": "join", "name": self.name, "token": self.token})
-                self._joining.get(timeout=max(deadline - time.perf_counter(), 0))
+                _get(self._joining, deadline - time.perf_counter(), "seat not reclaimed")
         except BaseException:
             self._abort(ws)
             raise
@@ -330,7 +344,7 @@ class GameSocket:
         self._join_pending = True
         if not self.send({"type": "join", "name": name}):
             raise ConnectFailed("join not sent")
-        frame: Frame = self._joining.get(timeout=CONFIG.loss_timeout_s)
+        frame: Frame = _get(self._joining, CONFIG.loss_timeout_s, "no joined")
         return str(frame["mark"])
 
     # --- closing ---------------------------------------------------------------------

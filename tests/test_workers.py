@@ -1,0 +1,824 @@
+"""The worker fleet for real: `run_workers` processes on RabbitMQ and PostgreSQL.
+
+Results and the leaderboard, the computer opponent and quick match run as jobs
+(game/jobs.py, workers/). These tests start real worker processes (and real
+replicas where a client is involved), SIGKILL them mid-job, feed them poison,
+and check the outcome exactly in the database and on the wire.
+
+Isolation: the module gets a throwaway PostgreSQL database and a throwaway RabbitMQ
+vhost (the job queue names are fixed; the vhost keeps other suites' workers off
+them); before each test the game tables are truncated and the job queues purged.
+Needs PostgreSQL on 127.0.0.1:5432 and RabbitMQ on 127.0.0.1:5672 (with
+`rabbitmqctl` for the vhost). Measurements are printed as `workers-metric` lines
+(run with `-s` to see them).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import json
+import random
+import secrets
+import time
+from collections import Counter
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from contextlib import AsyncExitStack
+from pathlib import Path
+from typing import Any
+
+import aio_pika
+import psycopg
+import pytest
+
+from game import rules
+from tests.support.client import GameClient, Message, get_json
+from tests.support.server import UvicornServer
+from tests.support.workers import (
+    DEAD_QUEUE,
+    JOBS_QUEUE,
+    Workers,
+    django_env,
+    migrate,
+    purge_job_queues,
+    query,
+    reset_tables,
+    retry_queue,
+    run_play_script,
+    script_result,
+    throwaway_database,
+    throwaway_vhost,
+)
+
+pytestmark = pytest.mark.e2e
+
+PLAYERS = [f"p{i}" for i in range(10)]
+POISON_RETRY_DELAYS = (0.2, 0.4)
+
+
+def metric(name: str, **values: Any) -> None:
+    print(f"workers-metric {name} " + " ".join(f"{k}={v}" for k, v in values.items()))
+
+
+# --- fixtures -------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def rabbitmq_url() -> Iterator[str]:
+    with throwaway_vhost() as url:
+        yield url
+
+
+@pytest.fixture(scope="module")
+def database_url() -> Iterator[str]:
+    with throwaway_database() as url:
+        migrate(url)
+        yield url
+
+
+@pytest.fixture
+def clean(database_url: str, rabbitmq_url: str) -> None:
+    """No rows and no queued jobs left over from an earlier test or run."""
+    reset_tables(database_url)
+    asyncio.run(purge_job_queues(rabbitmq_url))
+
+
+@pytest.fixture
+def start_workers(
+    clean: None, database_url: str, rabbitmq_url: str, tmp_path: Path
+) -> Iterator[Callable[..., Workers]]:
+    """start(count, **env) -> Workers consuming; all stopped (logs printed) at teardown."""
+    started: list[Workers] = []
+
+    def start(count: int, concurrency: int = 4, **env: str) -> Workers:
+        full_env = django_env(
+            database_url,
+            rabbitmq_url,
+            JOB_RETRY_DELAYS=env.pop("JOB_RETRY_DELAYS", "0.2,0.4"),
+            BOT_THINK_SECONDS=env.pop("BOT_THINK_SECONDS", "0"),
+            **env,
+        )
+        workers = Workers(
+            count, env=full_env, log_dir=tmp_path / "workers", concurrency=concurrency
+        )
+        started.append(workers)
+        return workers.__enter__()
+
+    try:
+        yield start
+    finally:
+        for workers in started:
+            workers.stop()
+            print(workers.logs())
+        leftovers = [w.pid for ws in started for w in ws if w.alive]
+        assert not leftovers, f"workers left running: {leftovers}"
+
+
+@pytest.fixture
+def start_replica(
+    clean: None, database_url: str, rabbitmq_url: str, tmp_path: Path
+) -> Iterator[Callable[[str], UvicornServer]]:
+    """start(name) -> a healthy replica on the module's database and vhost."""
+    servers: list[UvicornServer] = []
+
+    def start(name: str) -> UvicornServer:
+        server = UvicornServer(
+            env={"DATABASE_URL": database_url, "RABBITMQ_URL": rabbitmq_url},
+            name=name,
+            log_dir=tmp_path,
+        )
+        servers.append(server)
+        return server.start()
+
+    try:
+        yield start
+    finally:
+        for server in servers:
+            server.stop()
+            with contextlib.suppress(OSError):
+                print(f"--- {server.name}:\n{server.log_path.read_text()[-2000:]}")
+
+
+@pytest.fixture
+async def clients() -> AsyncIterator[Callable[..., Awaitable[GameClient]]]:
+    """open(url, label) -> GameClient; every client is closed when the test ends."""
+    async with AsyncExitStack() as stack:
+
+        async def open_client(url: str, label: str) -> GameClient:
+            client = await GameClient.open(url, label)
+            stack.push_async_callback(client.close)
+            return client
+
+        yield open_client
+
+
+# --- helpers --------------------------------------------------------------------------
+
+
+def plan_games(count: int, *, seed: int, prefix: str) -> list[dict[str, Any]]:
+    """`count` games of random legal moves between random pairs of PLAYERS."""
+    rng = random.Random(seed)
+    plan = []
+    for i in range(count):
+        x, o = rng.sample(PLAYERS, 2)
+        board: rules.Board = rules.EMPTY_BOARD
+        cells: list[int] = []
+        mark: rules.Mark = "X"
+        while rules.outcome(board).status == "playing":
+            cell = rng.choice(rules.legal_moves(board))
+            board = rules.place(board, cell, mark)
+            cells.append(cell)
+            mark = rules.other(mark)
+        winner = rules.outcome(board).winner
+        plan.append({"room": f"{prefix}-{i:03d}", "x": x, "o": o, "cells": cells, "winner": winner})
+    return plan
+
+
+def expected_totals(plan: list[dict[str, Any]]) -> dict[str, tuple[int, int, int]]:
+    """name -> (wins, losses, draws) after every game of the plan is counted once."""
+    tally: dict[str, list[int]] = {}
+    for game in plan:
+        for mark, name in (("X", game["x"]), ("O", game["o"])):
+            row = tally.setdefault(name, [0, 0, 0])
+            if game["winner"] is None:
+                row[2] += 1
+            elif game["winner"] == mark:
+                row[0] += 1
+            else:
+                row[1] += 1
+    return {name: (w, lo, d) for name, (w, lo, d) in tally.items()}
+
+
+def leaderboard_rows(database_url: str) -> dict[str, tuple[int, ...]]:
+    rows = query(
+        database_url,
+        "SELECT name, wins, losses, draws, streak, best_streak FROM game_leaderboardentry",
+    )
+    return {str(name): tuple(int(v) for v in values) for name, *values in rows}
+
+
+def result_counts(database_url: str) -> tuple[int, int]:
+    """(counted, all) GameResult rows."""
+    ((counted, total),) = query(
+        database_url, "SELECT count(*) FILTER (WHERE counted), count(*) FROM game_gameresult"
+    )
+    return int(counted), int(total)
+
+
+def wait_counted(
+    database_url: str, games: int, expected: dict[str, tuple[int, int, int]], within: float
+) -> float:
+    """Until all `games` results are counted and the totals are exactly `expected`;
+    returns the monotonic time it happened."""
+    deadline = time.monotonic() + within
+    while True:
+        counted, total = result_counts(database_url)
+        totals = {name: row[:3] for name, row in leaderboard_rows(database_url).items()}
+        if counted == total == games and totals == expected:
+            return time.monotonic()
+        if time.monotonic() > deadline:
+            raise AssertionError(
+                f"after {within}s: {counted} of {total} results counted (want {games});\n"
+                f"totals   {sorted(totals.items())}\nexpected {sorted(expected.items())}"
+            )
+        time.sleep(0.05)
+
+
+def check_leaderboard_invariants(database_url: str, plan: list[dict[str, Any]]) -> None:
+    rows = leaderboard_rows(database_url)
+    decisive = sum(game["winner"] is not None for game in plan)
+    assert sum(r[0] for r in rows.values()) == decisive
+    assert sum(r[1] for r in rows.values()) == decisive
+    assert sum(r[2] for r in rows.values()) == 2 * (len(plan) - decisive)
+    for name, (wins, _, _, streak, best) in rows.items():
+        assert streak <= best <= wins, (name, rows[name])
+
+
+def jobs_handled(workers: Workers, kind: str, outcome: str) -> float:
+    return sum(w.metric("tictac_jobs_total", kind=kind, outcome=outcome) for w in workers)
+
+
+def wait_for(check: Callable[[], Any], what: str, within: float, every: float = 0.05) -> Any:
+    deadline = time.monotonic() + within
+    while True:
+        found = check()
+        if found:
+            return found
+        if time.monotonic() > deadline:
+            raise AssertionError(f"no {what} within {within}s")
+        time.sleep(every)
+
+
+# --- 1. results and the leaderboard -------------------------------------------------------
+
+
+def test_200_concurrent_games_give_exact_leaderboard_totals_with_3_workers(
+    start_workers: Callable[..., Workers], database_url: str, rabbitmq_url: str, tmp_path: Path
+) -> None:
+    plan = plan_games(200, seed=200, prefix="lb")
+    expected = expected_totals(plan)
+    workers = start_workers(3)
+
+    started = time.monotonic()
+    script = run_play_script(
+        plan,
+        env=django_env(database_url, rabbitmq_url, JOB_RETRY_DELAYS="0.2,0.4"),
+        work_dir=tmp_path,
+    )
+    done = wait_counted(database_url, len(plan), expected, within=90)
+    played = script_result(script, timeout=30)
+    last_publish = max(game["published_at"] for game in played)
+    after_last = time.time() - last_publish - (time.monotonic() - done)
+
+    assert sorted(g["room"] for g in played) == [g["room"] for g in plan]
+    check_leaderboard_invariants(database_url, plan)
+    # Every job was handled exactly once (nothing failed, nothing was redelivered),
+    # and the jobs did the counting, not the sweep (which waits 5 s for a result).
+    assert jobs_handled(workers, "game.finished", "ok") == len(plan)
+    assert jobs_handled(workers, "game.finished", "retried") == 0
+    per_worker = [
+        w.metric("tictac_jobs_total", kind="game.finished", outcome="ok") for w in workers
+    ]
+    assert all(n > 0 for n in per_worker), per_worker
+    assert after_last < 4.0, f"counted only {after_last:.2f}s after the last publish"
+    metric(
+        "leaderboard_200_games",
+        workers=3,
+        seconds_from_first_move=f"{done - started:.2f}",
+        seconds_after_last_publish=f"{after_last:.2f}",
+        jobs_per_worker=per_worker,
+    )
+
+
+def test_200_concurrent_games_give_exact_leaderboard_totals_even_when_one_worker_is_killed_mid_way(
+    start_workers: Callable[..., Workers], database_url: str, rabbitmq_url: str, tmp_path: Path
+) -> None:
+    """SIGKILL a worker while it holds jobs in the middle of their transactions.
+
+    After ~50 games are counted the test locks the leaderboard table, so every
+    worker's jobs stop inside `result_count` (result row locked, leaderboard
+    update pending) and pile up unacknowledged; the victim dies holding some.
+    Its transactions roll back, RabbitMQ redelivers its jobs to the others, and
+    the totals still come out exact: nothing lost, nothing counted twice.
+    """
+    plan = plan_games(200, seed=201, prefix="kill")
+    expected = expected_totals(plan)
+    workers = start_workers(3)
+    victim, survivors = workers[1], [workers[0], workers[2]]
+
+    started = time.monotonic()
+    script = run_play_script(
+        plan,
+        env=django_env(database_url, rabbitmq_url, JOB_RETRY_DELAYS="0.2,0.4"),
+        work_dir=tmp_path,
+    )
+    wait_for(lambda: result_counts(database_url)[0] >= 50, "50 counted results", 60)
+    with psycopg.connect(database_url.replace("postgres://", "postgresql://", 1)) as lock:
+        lock.execute("LOCK TABLE game_leaderboardentry IN EXCLUSIVE MODE")
+        in_flight = wait_for(
+            lambda: (victim.in_hand() or 0) >= 1 and victim.in_hand(),
+            "job in the victim's hands",
+            30,
+        )
+        counted_at_kill = result_counts(database_url)[0]
+        victim_ok = victim.metric("tictac_jobs_total", kind="game.finished", outcome="ok")
+        victim.kill()
+        killed = time.monotonic()
+        lock.rollback()  # release: the survivors' blocked jobs go on
+    assert not victim.alive
+
+    done = wait_counted(database_url, len(plan), expected, within=90)
+    played = script_result(script, timeout=30)
+    assert len(played) == len(plan)
+    check_leaderboard_invariants(database_url, plan)
+    # Every job was acknowledged exactly once: the victim's acks before it died,
+    # the rest by the survivors, including the jobs it held unacknowledged.
+    survivors_ok = sum(
+        w.metric("tictac_jobs_total", kind="game.finished", outcome="ok") for w in survivors
+    )
+    assert victim_ok + survivors_ok == len(plan), (victim_ok, survivors_ok)
+    metric(
+        "leaderboard_200_games_worker_killed",
+        counted_at_kill=counted_at_kill,
+        jobs_in_victims_hands=int(in_flight),
+        victim_acked=int(victim_ok),
+        survivors_acked=int(survivors_ok),
+        seconds_kill_to_exact=f"{done - killed:.2f}",
+        seconds_total=f"{done - started:.2f}",
+    )
+
+
+# --- 2. the computer opponent ---------------------------------------------------------------
+
+
+Strategy = Callable[[rules.Board, rules.Mark, random.Random], int]
+
+
+def lowest_free(board: rules.Board, me: rules.Mark, rng: random.Random) -> int:
+    return rules.legal_moves(board)[0]
+
+
+def highest_free(board: rules.Board, me: rules.Mark, rng: random.Random) -> int:
+    return rules.legal_moves(board)[-1]
+
+
+def any_free(board: rules.Board, me: rules.Mark, rng: random.Random) -> int:
+    return rng.choice(rules.legal_moves(board))
+
+
+def preferring(*order: int) -> Strategy:
+    """Win if possible, else block, else the first free cell of `order`."""
+
+    def choose(board: rules.Board, me: rules.Mark, rng: random.Random) -> int:
+        free = rules.legal_moves(board)
+        for mark in (me, rules.other(me)):
+            for cell in free:
+                if rules.outcome(rules.place(board, cell, mark)).winner == mark:
+                    return cell
+        return next(cell for cell in order if cell in free)
+
+    return choose
+
+
+STRATEGIES: list[tuple[str, Strategy]] = [
+    ("lowest free", lowest_free),
+    ("corners trap", preferring(0, 8, 2, 6, 4, 1, 3, 5, 7)),
+    ("random", any_free),
+    ("center first", preferring(4, 0, 2, 6, 8, 1, 3, 5, 7)),
+    ("highest free", highest_free),
+    ("edges first", preferring(1, 3, 5, 7, 4, 0, 2, 6, 8)),
+    ("random again", any_free),
+    ("opposite corners", preferring(0, 8, 4, 2, 6, 1, 3, 5, 7)),
+]
+
+
+def board_of(state: Message) -> rules.Board:
+    return tuple(state["board"])
+
+
+def states_by_version(client: GameClient, first: int, last: int) -> dict[int, Message]:
+    """The states the client saw from `first` to `last`; every version exactly one board."""
+    seen: dict[int, Message] = {}
+    for state in client.states:
+        version = state["version"]
+        if first <= version <= last:
+            if version in seen:
+                assert seen[version]["board"] == state["board"], (
+                    f"two boards at version {version}: {seen[version]['board']} {state['board']}"
+                )
+            seen[version] = state
+    assert sorted(seen) == list(range(first, last + 1)), f"versions seen: {sorted(seen)}"
+    return seen
+
+
+def check_alternating_history(client: GameClient, first: int, last: int, human: rules.Mark) -> int:
+    """From `first` (empty board) to `last`: each version adds exactly one mark, of the
+    side to move. Returns how many marks the computer placed."""
+    seen = states_by_version(client, first, last)
+    assert board_of(seen[first]) == rules.EMPTY_BOARD
+    bot_moves = 0
+    for before, after in itertools.pairwise(range(first, last + 1)):
+        old, new = board_of(seen[before]), board_of(seen[after])
+        changed = [i for i in range(9) if old[i] != new[i]]
+        assert len(changed) == 1, (before, old, new)
+        assert old[changed[0]] is None, (before, old, new)
+        mover = new[changed[0]]
+        assert mover == seen[before]["turn"], (before, seen[before]["turn"], new)
+        bot_moves += mover != human
+    return bot_moves
+
+
+async def play_one_game_vs_bot(
+    client: GameClient, human: rules.Mark, strategy: Strategy, rng: random.Random
+) -> Message:
+    """Move for `human` whenever it is its turn, until the game is over; the final state."""
+    while True:
+        state = await client.state_where(
+            lambda s: s["status"] != "playing" or s["turn"] == human,
+            f"{human}'s turn or the end",
+            within=10,
+        )
+        if state["status"] != "playing":
+            return state
+        cell = strategy(board_of(state), human, rng)
+        await client.send({"type": "move", "cell": cell, "version": state["version"]})
+        moved = await client.at_version(state["version"] + 1)
+        assert moved["board"][cell] == human, moved
+
+
+async def leaderboard(server: UvicornServer) -> dict[str, dict[str, Any]]:
+    status, body = await asyncio.to_thread(get_json, f"{server.url}/api/leaderboard")
+    assert status == 200, body
+    return {row["name"]: row for row in body["leaderboard"]}
+
+
+async def test_perfect_bot_never_loses_to_a_human_through_a_real_replica(
+    start_workers: Callable[..., Workers],
+    start_replica: Callable[[str], UvicornServer],
+    clients: Callable[..., Awaitable[GameClient]],
+) -> None:
+    workers = start_workers(2, BOT_THINK_SECONDS="0.05")
+    server = start_replica("web-1")
+    room = f"bot-{secrets.token_hex(3)}"
+    human: GameClient = await clients(f"{server.ws_url}/ws/game/{room}", "human")
+    await human.next("welcome")
+    await human.send({"type": "join", "name": "hu"})
+    assert (await human.next("joined"))["mark"] == "X"
+    await human.send({"type": "bot"})
+    start = await human.state_where(lambda s: s["status"] == "playing", "the bot seated")
+    assert start["players"]["O"]["bot"] is True
+    assert start["version"] == 2
+
+    rng = random.Random(7)
+    outcomes: Counter[str] = Counter()
+    first = 2
+    bot_moves_total = 0
+    for number, (label, strategy) in enumerate(STRATEGIES):
+        final = await play_one_game_vs_bot(human, "X", strategy, rng)
+        assert final["status"] in ("draw", "won"), final
+        assert final["winner"] in (None, "O"), f"the computer lost game {number} ({label})"
+        outcome = "draw" if final["status"] == "draw" else "bot won"
+        outcomes[outcome] += 1
+        last = final["version"]
+        bot_moves = check_alternating_history(human, first, last, "X")
+        assert bot_moves == sum(c == "O" for c in final["board"])
+        bot_moves_total += bot_moves
+        # Nothing moves after the end: no late or second computer move.
+        await asyncio.sleep(0.3)
+        assert human.latest is not None
+        assert human.latest["version"] == last, human.latest
+        if number < len(STRATEGIES) - 1:
+            await human.send({"type": "rematch"})  # the computer accepts at once
+            fresh = await human.state_where(
+                lambda s, v=last: s["version"] > v and s["status"] == "playing", "a new game"
+            )
+            first = last + 1
+            assert states_by_version(human, first, first)[first]["board"] == [None] * 9
+            assert fresh["version"] >= first
+    errors = [m for m in human.messages if m.get("type") == "error"]
+    assert errors == [], errors
+
+    # Every game reaches the leaderboard: the human never won; the computer is not listed.
+    games = len(STRATEGIES)
+    board = await wait_for_async(
+        lambda: leaderboard_when(
+            server, lambda b: "hu" in b and b["hu"]["losses"] + b["hu"]["draws"] == games
+        ),
+        "all games on the leaderboard",
+        within=20,
+    )
+    assert (board["hu"]["wins"], board["hu"]["losses"], board["hu"]["draws"]) == (
+        0,
+        outcomes["bot won"],
+        outcomes["draw"],
+    )
+    assert "Computer" not in board
+    assert jobs_handled(workers, "bot.move", "ok") >= bot_moves_total
+    metric("bot_games", games=games, bot_moves=bot_moves_total, **outcomes)
+
+
+async def leaderboard_when(
+    server: UvicornServer, predicate: Callable[[dict[str, dict[str, Any]]], bool]
+) -> dict[str, dict[str, Any]] | None:
+    board = await leaderboard(server)
+    return board if predicate(board) else None
+
+
+async def wait_for_async(
+    check: Callable[[], Awaitable[Any]], what: str, within: float, every: float = 0.1
+) -> Any:
+    deadline = time.monotonic() + within
+    while True:
+        found = await check()
+        if found:
+            return found
+        if time.monotonic() > deadline:
+            raise AssertionError(f"no {what} within {within}s")
+        await asyncio.sleep(every)
+
+
+async def test_a_game_won_by_a_human_move_reaches_the_leaderboard_at_once(
+    start_workers: Callable[..., Workers],
+    start_replica: Callable[[str], UvicornServer],
+    clients: Callable[..., Awaitable[GameClient]],
+) -> None:
+    """The last move of a human game publishes `game.finished`: the leaderboard shows it
+    within a second or two, not only when the workers' sweep finds it (5 s and more)."""
+    start_workers(1)
+    server = start_replica("web-1")
+    room = f"hum-{secrets.token_hex(3)}"
+    ana: GameClient = await clients(f"{server.ws_url}/ws/game/{room}", "ana")
+    bo: GameClient = await clients(f"{server.ws_url}/ws/game/{room}", "bo")
+    for client, name in ((ana, "ana"), (bo, "bo")):
+        await client.send({"type": "join", "name": name})
+        await client.next("joined")
+    version = 2
+    for client, cell in ((ana, 0), (bo, 3), (ana, 1), (bo, 4), (ana, 2)):
+        await client.at_version(version)
+        await client.send({"type": "move", "cell": cell, "version": version})
+        version += 1
+    final = await ana.at_version(version)
+    assert final["winner"] == "X"
+    finished = time.monotonic()
+    board = await wait_for_async(
+        lambda: leaderboard_when(server, lambda b: "ana" in b and "bo" in b),
+        "ana and bo on the leaderboard",
+        within=15,
+    )
+    took = time.monotonic() - finished
+    metric("human_game_on_leaderboard", seconds=f"{took:.2f}")
+    assert (board["ana"]["wins"], board["bo"]["losses"]) == (1, 1)
+    assert took < 2.0, f"the finished game reached the leaderboard only after {took:.1f}s"
+
+
+async def test_killing_the_worker_holding_the_bot_job_still_gives_exactly_one_bot_move(
+    start_workers: Callable[..., Workers],
+    start_replica: Callable[[str], UvicornServer],
+    clients: Callable[..., Awaitable[GameClient]],
+) -> None:
+    think = 3.0
+    workers = start_workers(2, BOT_THINK_SECONDS=str(think))
+    server = start_replica("web-1")
+    room = f"botkill-{secrets.token_hex(3)}"
+    human: GameClient = await clients(f"{server.ws_url}/ws/game/{room}", "human")
+    await human.send({"type": "join", "name": "hu"})
+    assert (await human.next("joined"))["mark"] == "X"
+    await human.send({"type": "bot"})
+    await human.state_where(lambda s: s["status"] == "playing", "the bot seated")
+
+    await human.send({"type": "move", "cell": 4, "version": 2})
+    moved_at = time.monotonic()
+    await human.at_version(3)
+
+    async def holder() -> Any:
+        for worker in workers:
+            if (await asyncio.to_thread(worker.in_hand)) == 1:
+                return worker
+        return None
+
+    victim = await wait_for_async(holder, "worker holding the bot.move job", within=2.5, every=0.05)
+    survivor = next(w for w in workers if w is not victim)
+    victim.kill()
+    killed_at = time.monotonic()
+    assert killed_at - moved_at < think, "killed too late: the victim may have moved already"
+
+    answered = await human.at_version(4, within=think * 2 + 3)
+    answered_at = time.monotonic()
+    old, new = board_of(await_state(human, 3)), board_of(answered)
+    added = [i for i in range(9) if old[i] != new[i]]
+    assert len(added) == 1, (old, new)
+    assert new[added[0]] == "O", (old, new)
+    # The survivor took the redelivered job and thought again before moving.
+    assert answered_at - killed_at >= think * 0.9, answered_at - killed_at
+    await asyncio.sleep(1.0)
+    assert human.latest is not None
+    assert human.latest["version"] == 4, f"a second computer move: {human.latest}"
+    assert survivor.metric("tictac_jobs_total", kind="bot.move", outcome="ok") == 1
+
+    # The game goes on with the survivor.
+    cell = preferring(0, 2, 6, 8, 1, 3, 5, 7)(new, "X", random.Random(0))
+    await human.send({"type": "move", "cell": cell, "version": 4})
+    again = await human.at_version(6, within=think + 5)
+    assert sum(c == "O" for c in again["board"]) == 2
+    assert sum(c == "X" for c in again["board"]) == 2
+    assert check_alternating_history(human, 2, again["version"], "X") == 2
+    errors = [m for m in human.messages if m.get("type") == "error"]
+    assert errors == [], errors
+    metric(
+        "bot_job_redelivered",
+        kill_after_move_s=f"{killed_at - moved_at:.2f}",
+        move_after_kill_s=f"{answered_at - killed_at:.2f}",
+    )
+
+
+def await_state(client: GameClient, version: int) -> Message:
+    found = [s for s in client.states if s["version"] == version]
+    assert found, f"{client.label} never saw version {version}"
+    return found[-1]
+
+
+# --- 3. poison messages ------------------------------------------------------------------------
+
+
+async def test_poison_message_goes_to_the_dead_letter_queue_after_retries_without_blocking(
+    start_workers: Callable[..., Workers], database_url: str, rabbitmq_url: str, tmp_path: Path
+) -> None:
+    workers = start_workers(2, JOB_RETRY_DELAYS=",".join(str(d) for d in POISON_RETRY_DELAYS))
+    # One finished game whose job is not published yet.
+    plan = plan_games(1, seed=3, prefix="poison")
+    script = run_play_script(
+        plan, env=django_env(database_url, rabbitmq_url), work_dir=tmp_path, publish=False
+    )
+    await asyncio.to_thread(script_result, script, 30)
+    (key,) = [str(k) for (k,) in query(database_url, "SELECT key FROM game_gameresult")]
+    assert result_counts(database_url) == (0, 1)
+
+    tag = secrets.token_hex(3)
+    ids = {
+        "bad-version": f"poison-{tag}-bot",
+        "unknown": f"poison-{tag}-kind",
+        "garbage": f"poison-{tag}-body",
+    }
+    connection = await aio_pika.connect(rabbitmq_url, timeout=5)
+    async with connection:
+        channel = await connection.channel(publisher_confirms=True)
+        exchange = await channel.get_exchange("tictac.jobs")
+
+        def job(body: bytes, kind: str, message_id: str) -> aio_pika.Message:
+            return aio_pika.Message(
+                body,
+                content_type="application/json",
+                delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+                message_id=message_id,
+                type=kind,
+                headers={"x-attempt": 0},
+            )
+
+        published = time.monotonic()
+        bad = json.dumps({"room": "nowhere", "version": "x"}).encode()
+        await exchange.publish(job(bad, "bot.move", ids["bad-version"]), routing_key="bot.move")
+        # An unknown kind has no binding: straight into the queue by name.
+        await channel.default_exchange.publish(
+            job(b"{}", "mystery.kind", ids["unknown"]), routing_key=JOBS_QUEUE
+        )
+        await exchange.publish(
+            job(b"\xff\xfe{not json", "game.finished", ids["garbage"]), routing_key="game.finished"
+        )
+        valid_at = time.monotonic()
+        await exchange.publish(
+            job(json.dumps({"key": key}).encode(), "game.finished", key),
+            routing_key="game.finished",
+        )
+        await asyncio.to_thread(
+            wait_for, lambda: result_counts(database_url) == (1, 1), "the valid job counted", 2.0
+        )
+        valid_took = time.monotonic() - valid_at
+
+        dead = await channel.declare_queue(DEAD_QUEUE, passive=True)
+
+        async def dead_count() -> int:
+            declared = await channel.declare_queue(DEAD_QUEUE, passive=True)
+            return int(declared.declaration_result.message_count or 0)
+
+        await wait_for_async(lambda: _at_least(dead_count, 2), "two messages dead at once", 1.0)
+        all_dead_at = await wait_for_async(
+            lambda: _at_least(dead_count, 3, time.monotonic()), "the third dead message", 10.0
+        )
+        letters: dict[str, aio_pika.abc.AbstractIncomingMessage] = {}
+        while (message := await dead.get(no_ack=False, fail=False, timeout=5)) is not None:
+            await message.ack()
+            letters[str(message.message_id)] = message
+        for name in (JOBS_QUEUE, *(retry_queue(d) for d in POISON_RETRY_DELAYS)):
+            queue = await channel.declare_queue(name, passive=True)
+            assert queue.declaration_result.message_count == 0, name
+
+    assert set(letters) == set(ids.values()), sorted(letters)
+    bot = letters[ids["bad-version"]].headers
+    assert bot["x-attempt"] == 3, bot
+    assert "version must be an integer" in str(bot["x-error"]), bot
+    unknown = letters[ids["unknown"]].headers
+    assert unknown["x-attempt"] == 1, unknown
+    assert "no handler for kind 'mystery.kind'" in str(unknown["x-error"]), unknown
+    garbage = letters[ids["garbage"]].headers
+    assert garbage["x-attempt"] == 1, garbage
+    assert "undecodable body" in str(garbage["x-error"]), garbage
+    assert letters[ids["bad-version"]].body == bad
+    assert letters[ids["bad-version"]].type == "bot.move"
+    # The failing job waited out both delays before it died.
+    assert all_dead_at - published >= sum(POISON_RETRY_DELAYS), all_dead_at - published
+
+    assert jobs_handled(workers, "bot.move", "retried") == len(POISON_RETRY_DELAYS)
+    assert jobs_handled(workers, "bot.move", "dead") == 1
+    assert jobs_handled(workers, "mystery.kind", "dead") == 1
+    assert jobs_handled(workers, "game.finished", "dead") == 1
+    assert jobs_handled(workers, "game.finished", "ok") == 1
+    assert valid_took < 2.0
+    metric(
+        "poison",
+        valid_counted_s=f"{valid_took:.2f}",
+        bad_job_dead_after_s=f"{all_dead_at - published:.2f}",
+    )
+
+
+async def _at_least(count: Callable[[], Awaitable[int]], n: int, value: Any = True) -> Any:
+    return value if await count() >= n else None
+
+
+# --- 4. quick match ----------------------------------------------------------------------------
+
+
+async def test_quick_match_pairs_50_players_into_25_rooms_across_two_replicas(
+    start_workers: Callable[..., Workers],
+    start_replica: Callable[[str], UvicornServer],
+    clients: Callable[..., Awaitable[GameClient]],
+) -> None:
+    start_workers(2)
+    replicas = [start_replica("web-1"), start_replica("web-2")]
+    names = [f"qm{i:02d}" for i in range(50)]
+    lobby = await asyncio.gather(
+        *(clients(f"{replicas[i % 2].ws_url}/ws/game/lobby", name) for i, name in enumerate(names))
+    )
+    await asyncio.gather(*(client.next("welcome") for client in lobby))
+
+    started = time.monotonic()
+    await asyncio.gather(
+        *(
+            client.send({"type": "quickmatch", "name": name})
+            for client, name in zip(lobby, names, strict=True)
+        )
+    )
+    tickets = [int((await client.next("matching"))["ticket"]) for client in lobby]
+    matched = [await client.next("matched", within=20) for client in lobby]
+    took = time.monotonic() - started
+    await asyncio.sleep(1.5)  # a second `matched` would show up by now
+
+    extra = {
+        c.label: n for c in lobby if (n := sum(m.get("type") == "matched" for m in c.messages)) != 1
+    }
+    assert extra == {}, f"clients with more or less than one `matched`: {extra}"
+    assert len(set(tickets)) == 50, tickets
+    by_room: dict[str, list[tuple[int, str, Message]]] = {}
+    for name, ticket, message in zip(names, tickets, matched, strict=True):
+        assert message["room"].startswith("qm-"), message
+        by_room.setdefault(message["room"], []).append((ticket, name, message))
+    assert len(by_room) == 25, sorted(by_room)
+    for room, members in by_room.items():
+        assert len(members) == 2, (room, members)
+        (_, n1, m1), (_, n2, m2) = sorted(members, key=lambda member: member[0])
+        assert (m1["mark"], m2["mark"]) == ("X", "O"), (room, members)
+        assert (m1["opponent"], m2["opponent"]) == (n2, n1), (room, members)
+        assert m1["token"]
+        assert m2["token"] != m1["token"]
+    # Arrival order: the line, sorted by ticket, is paired two by two.
+    line = sorted(zip(tickets, names, matched, strict=True), key=lambda entry: entry[0])
+    pairs = [(line[i], line[i + 1]) for i in range(0, 50, 2)]
+    out_of_order = [
+        (a[0], b[0], a[2]["room"], b[2]["room"]) for a, b in pairs if a[2]["room"] != b[2]["room"]
+    ]
+    assert out_of_order == [], f"pairs not in arrival order: {out_of_order}"
+
+    # Everyone goes to the room (through the other replica) and reclaims the seat.
+    async def enter(i: int) -> GameClient:
+        name, message = names[i], matched[i]
+        url = f"{replicas[(i + 1) % 2].ws_url}/ws/game/{message['room']}"
+        client = await clients(url, f"{name}@room")
+        await client.send({"type": "join", "name": name, "token": message["token"]})
+        joined = await client.next("joined")
+        assert joined["mark"] == message["mark"], (joined, message)
+        return client
+
+    seated = await asyncio.gather(*(enter(i) for i in range(50)))
+    for i, client in enumerate(seated):
+        message = matched[i]
+        mark, other = message["mark"], "O" if message["mark"] == "X" else "X"
+        state = await client.state_where(
+            lambda s: all((s["players"].get(m) or {}).get("online") for m in ("X", "O")),
+            "both seats filled and online",
+            within=10,
+        )
+        assert state["status"] == "playing", state
+        assert state["players"][mark]["name"] == names[i]
+        assert state["players"][other]["name"] == message["opponent"]
+        assert state["version"] == 2, state
+    metric("quick_match", players=50, rooms=len(by_room), seconds_to_all_matched=f"{took:.2f}")
