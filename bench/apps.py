@@ -19,6 +19,8 @@ from channels.routing import ProtocolTypeRouter, URLRouter
 from django.core.asgi import get_asgi_application
 from django.urls import re_path
 
+from layer.consumer import LeanDispatchMixin
+
 django_asgi_app = get_asgi_application()
 
 
@@ -43,10 +45,15 @@ class RelayConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
         await self.send(text_data=json.dumps({"message": event["message"]}))
 
 
+class LeanRelayConsumer(LeanDispatchMixin, RelayConsumer):
+    """The same relay on the project's lean message loop (layer/consumer.py)."""
+
+
+_consumer = LeanRelayConsumer if os.environ.get("BENCH_CONSUMER") == "lean" else RelayConsumer
 relay_application = ProtocolTypeRouter(
     {
         "http": django_asgi_app,
-        "websocket": URLRouter([re_path(r"^ws/game/(?P<room>[^/]+)$", RelayConsumer.as_asgi())]),
+        "websocket": URLRouter([re_path(r"^ws/game/(?P<room>[^/]+)$", _consumer.as_asgi())]),
     }
 )
 

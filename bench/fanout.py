@@ -54,6 +54,13 @@ CONTENDERS = [
     Contender("game moves (PostgreSQL + our layer)", "game", 2, "moves"),
     Contender("game relay {data} (our layer)", "game", 2, "data"),
     Contender(
+        "minimal relay, our layer + lean consumer loop",
+        "bench.apps:relay_application",
+        2,
+        "message",
+        {"BENCH_LAYER": "rabbitmq", "BENCH_CONSUMER": "lean"},
+    ),
+    Contender(
         "tutorial relay, our RabbitMQ layer",
         "bench.apps:relay_application",
         2,

@@ -1,12 +1,13 @@
 """gunicorn settings for a web replica (`Procfile`, container entrypoint)."""
 
+import math
 import os
 
 bind = f"0.0.0.0:{os.environ.get('PORT', '8000')}"
 workers = int(os.environ.get("WEB_CONCURRENCY", "1"))
 worker_class = "deploy.uvicorn_worker.GameUvicornWorker"
 # The worker drains (readiness delay + window), then uvicorn's graceful shutdown runs.
-graceful_timeout = (
+graceful_timeout = math.ceil(
     float(os.environ.get("DRAIN_READINESS_DELAY_SECONDS", "3"))
     + float(os.environ.get("DRAIN_WINDOW_SECONDS", "10"))
     + int(os.environ.get("GRACEFUL_SHUTDOWN_SECONDS", "25"))
