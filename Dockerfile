@@ -55,6 +55,9 @@ RUN groupadd --system --gid 10001 tictac \
         --shell /usr/sbin/nologin tictac
 COPY --from=build /opt/venv /opt/venv
 COPY --from=build /app /app
+# gunicorn (25.1+) opens a control socket in $XDG_RUNTIME_DIR, else in $HOME/.gunicorn, and
+# this user has no home: /tmp is writable (an emptyDir in Kubernetes).
+ENV XDG_RUNTIME_DIR=/tmp
 USER 10001:10001
 EXPOSE 8000
 CMD ["gunicorn", "config.asgi:application", "-c", "deploy/gunicorn.conf.py"]

