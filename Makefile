@@ -11,13 +11,14 @@ RABBITMQ_TEST_URL ?= amqp://guest:guest@127.0.0.1:5672/%2f
 REPLICAS ?= 3
 WORKERS ?= 2
 
-.PHONY: help setup bench-setup bench k8s-tools test-k8s run fleet test lint types test-sqlite test-postgres test-rabbitmq browser-deps haproxy-deps clean
+.PHONY: help setup bench-setup bench k8s-tools test-k8s loadtest loadtest-venv run fleet test lint types test-sqlite test-postgres test-rabbitmq browser-deps haproxy-deps clean
 
 help:
 	@echo "make run    - serve the game on http://$(HOST):$(PORT) (SQLite, in-memory layer)"
 	@echo "make fleet  - REPLICAS=3 replicas behind HAProxy on :$(PORT) + WORKERS=2 job workers"
 	@echo "make test   - lint, types and every test (SQLite and PostgreSQL)"
 	@echo "make bench  - fan-out benchmark against channels_redis, in-memory and raw ASGI"
+	@echo "make loadtest - Locust swarm (master + 2 workers) against a local 3-replica fleet"
 
 $(VENV)/.installed: requirements/base.txt requirements/production.txt requirements/local.txt
 	test -x $(PYTHON) || $(PY) -m venv $(VENV)
@@ -26,6 +27,23 @@ $(VENV)/.installed: requirements/base.txt requirements/production.txt requiremen
 	touch $@
 
 setup: $(VENV)/.installed
+
+# Locust in its own venv: its gevent pins may clash with the app's.
+LOADTEST_VENV := .venv-loadtest
+LOADTEST_PYTHON := $(LOADTEST_VENV)/bin/python
+LOADTEST_ARGS ?=
+
+$(LOADTEST_VENV)/.installed: requirements/loadtest.txt
+	test -x $(LOADTEST_PYTHON) || $(PY) -m venv $(LOADTEST_VENV)
+	$(LOADTEST_PYTHON) -m pip install --quiet --upgrade pip
+	$(LOADTEST_PYTHON) -m pip install --quiet -r requirements/loadtest.txt
+	touch $@
+
+loadtest-venv: $(LOADTEST_VENV)/.installed
+
+# 3 replicas behind HAProxy, a 60 s Locust swarm (master + 2 workers), one rolling restart.
+loadtest: setup haproxy-deps loadtest-venv
+	$(LOADTEST_PYTHON) loadtest/run_local.py $(LOADTEST_ARGS)
 
 # Kubernetes validation tools (kubectl/kustomize, kubernetes-validate, checkov, hadolint)
 # live in their own venv: checkov's pins clash with the app's test tools.
@@ -81,7 +99,7 @@ lint: setup
 types: setup
 	$(BIN)/mypy .
 
-test-sqlite: setup browser-deps haproxy-deps k8s-tools
+test-sqlite: setup browser-deps haproxy-deps k8s-tools loadtest-venv
 	$(BIN)/pytest -m "not postgres"
 
 test-postgres: setup
@@ -94,4 +112,4 @@ test-rabbitmq: setup
 test: lint types test-sqlite test-postgres test-rabbitmq
 
 clean:
-	rm -rf $(VENV) $(K8S_VENV) var .mypy_cache .ruff_cache .pytest_cache
+	rm -rf $(VENV) $(K8S_VENV) $(LOADTEST_VENV) var .mypy_cache .ruff_cache .pytest_cache

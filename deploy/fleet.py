@@ -653,7 +653,13 @@ class Fleet:
             self.workers = []
             return
         for worker in self.workers:
-            env = {**self.env, "REPLICA_NAME": worker.name}
+            # Each worker serves /metrics on a port of its own (the default is one fixed
+            # port, which the second worker on this host could not bind).
+            env = {
+                **self.env,
+                "REPLICA_NAME": worker.name,
+                "WORKER_METRICS_PORT": str(free_port()),
+            }
             self._spawn(worker, [sys.executable, "manage.py", self.worker_command], env)
             log.info("%s started (pid %s)", worker.name, worker.pid)
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections import Counter
 from typing import Any
 
 from channels.generic.websocket import AsyncWebsocketConsumer
@@ -15,7 +14,7 @@ from layer.consumer import LeanDispatchMixin
 from . import drain, jobs, metrics, services
 from .aio import call, call_then_read, read_state
 from .exceptions import GameError
-from .groups import broadcast_state, broadcast_text, room_group
+from .groups import broadcast_text, local_rooms, presence_changed, room_group
 from .protocol import (
     PROTOCOL_VERSION,
     Bot,
@@ -41,9 +40,6 @@ log = logging.getLogger(__name__)
 CLOSE_POLICY = 1008
 CLOSE_TOO_BIG = 1009
 CLOSE_SERVER_ERROR = 1011
-
-
-_local_rooms: Counter[str] = Counter()
 
 
 class GameRoom(LeanDispatchMixin, AsyncWebsocketConsumer):  # type: ignore[misc]
@@ -75,8 +71,8 @@ class GameRoom(LeanDispatchMixin, AsyncWebsocketConsumer):  # type: ignore[misc]
         self.registered = True
         drain.register(self)
         metrics.CONNECTIONS.inc()
-        _local_rooms[self.room] += 1
-        metrics.ROOMS.set(len(_local_rooms))
+        local_rooms[self.room] += 1
+        metrics.ROOMS.set(len(local_rooms))
         # Join the group before accepting: `welcome` promises broadcasts already flow.
         await self.channel_layer.group_add(self.group, self.channel_name)
         await self.accept()
@@ -92,7 +88,7 @@ class GameRoom(LeanDispatchMixin, AsyncWebsocketConsumer):  # type: ignore[misc]
         )
         state = await read_state(self.room)
         await self.send(text_data=encode(state))
-        await broadcast_state(self.room)  # spectator count changed
+        presence_changed(self.room)  # the spectator count grew
 
     async def disconnect(self, code: int) -> None:
         self.closed = True
@@ -101,18 +97,20 @@ class GameRoom(LeanDispatchMixin, AsyncWebsocketConsumer):  # type: ignore[misc]
         self.registered = False
         drain.unregister(self)
         metrics.CONNECTIONS.dec()
-        _local_rooms[self.room] -= 1
-        if _local_rooms[self.room] <= 0:
-            del _local_rooms[self.room]
-        metrics.ROOMS.set(len(_local_rooms))
+        local_rooms[self.room] -= 1
+        if local_rooms[self.room] <= 0:
+            del local_rooms[self.room]
+        metrics.ROOMS.set(len(local_rooms))
         await self.channel_layer.group_discard(self.group, self.channel_name)
         await call(services.match_cancel, channel_name=self.channel_name)
         if await call(services.connection_close, channel_name=self.channel_name):
-            await broadcast_state(self.room)
+            presence_changed(self.room)
 
     # --- frames from the client ----------------------------------------------
 
     async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
+        if self.closed:  # read before our close went out: the client will not see an answer
+            return
         verdict = self.limiter.hit()
         if verdict is Verdict.CLOSE:
             await self.close_with(CLOSE_POLICY)
@@ -160,7 +158,9 @@ class GameRoom(LeanDispatchMixin, AsyncWebsocketConsumer):  # type: ignore[misc]
     async def handle(self, message: ClientMessage) -> None:
         match message:
             case Move(cell=cell, version=version):
-                await self.changed(services.move_play, mark=self.mark, cell=cell, version=version)
+                await self.changed(
+                    services.move_play, moved=True, mark=self.mark, cell=cell, version=version
+                )
             case Relay(data=data):
                 await broadcast_text(self.room, "game.relay", encode({"payload": data}))
             case Join(name=name, token=token):

@@ -113,21 +113,28 @@ async def bot_move(payload: dict[str, Any]) -> None:
 async def match_pair(payload: dict[str, Any]) -> None:
     """Pair whoever waits, then tell every paired player where to go."""
     await call(services.match_pair)
-    pairings = await call(services.match_unnotified)
+    pairings = await call(services.match_claim)
     if not pairings:
         return
     layer = get_channel_layer()
     assert layer is not None
-    for pairing in pairings:
-        frame = {
-            "type": "matched",
-            "room": pairing.room,
-            "mark": pairing.mark,
-            "token": pairing.token,
-            "opponent": pairing.opponent,
-        }
-        await layer.send(pairing.channel_name, {"type": "game.direct", "text": encode(frame)})
-    await call(services.match_notified, tickets=[p.ticket for p in pairings])
+    sent: list[int] = []
+    try:
+        for pairing in pairings:
+            frame = {
+                "type": "matched",
+                "room": pairing.room,
+                "mark": pairing.mark,
+                "token": pairing.token,
+                "opponent": pairing.opponent,
+            }
+            await layer.send(pairing.channel_name, {"type": "game.direct", "text": encode(frame)})
+            sent.append(pairing.ticket)
+    finally:
+        await call(services.match_notified, tickets=sent)
+        unsent = [p.ticket for p in pairings if p.ticket not in sent]
+        if unsent:
+            await call(services.match_unclaim, tickets=unsent)
 
 
 HANDLERS = {GAME_FINISHED: game_finished, BOT_MOVE: bot_move, MATCH_PAIR: match_pair}

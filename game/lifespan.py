@@ -7,7 +7,10 @@ import contextlib
 import logging
 from typing import Any
 
+from channels.layers import get_channel_layer
+
 from . import replica
+from .groups import rebroadcast_local_rooms
 
 log = logging.getLogger(__name__)
 
@@ -19,6 +22,9 @@ class Lifespan:
         while True:
             message = await receive()
             if message["type"] == "lifespan.startup":
+                layer = get_channel_layer()
+                if hasattr(layer, "on_reconnect"):
+                    layer.on_reconnect(rebroadcast_local_rooms)
                 task = asyncio.create_task(replica.heartbeat_forever(stop))
                 log.info("replica %s up", replica.replica_name())
                 await send({"type": "lifespan.startup.complete"})

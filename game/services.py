@@ -460,13 +460,22 @@ def match_pair(*, limit: int = 500) -> int:
     return made
 
 
-def match_unnotified(*, limit: int = 500) -> list[Pairing]:
-    """Paired tickets whose player has not been told yet."""
-    tickets = (
-        MatchTicket.objects.filter(room__isnull=False, notified=False)
-        .select_related("room")
-        .order_by("id")[:limit]
-    )
+def match_claim(*, limit: int = 500) -> list[Pairing]:
+    """Paired tickets whose player has not been told yet, claimed by this caller alone.
+
+    The rows are locked (`skip_locked`: concurrent claimers get disjoint sets) and
+    flagged `notified` in one transaction, so each player is told by one claimer
+    only; the caller sends after the commit and then clears the tokens
+    (`match_notified`), or hands back what it could not send (`match_unclaim`).
+    """
+    with transaction.atomic():
+        tickets = list(
+            MatchTicket.objects.select_for_update(skip_locked=True, of=("self",))
+            .filter(room__isnull=False, notified=False)
+            .select_related("room")
+            .order_by("id")[:limit]
+        )
+        MatchTicket.objects.filter(id__in=[t.id for t in tickets]).update(notified=True)
     pairings = []
     for ticket in tickets:
         assert ticket.room is not None
@@ -486,3 +495,8 @@ def match_unnotified(*, limit: int = 500) -> list[Pairing]:
 
 def match_notified(*, tickets: list[int]) -> None:
     MatchTicket.objects.filter(id__in=tickets).update(notified=True, token="")
+
+
+def match_unclaim(*, tickets: list[int]) -> None:
+    """Claimed tickets whose `matched` could not be sent: the next pass tries again."""
+    MatchTicket.objects.filter(id__in=tickets).update(notified=False)

@@ -37,7 +37,7 @@ import socket
 import time
 import uuid
 from collections import deque
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -168,6 +168,10 @@ class _Node:
     def _on_reconnect(self, *_: Any) -> None:
         RECONNECTS.inc()
         log.warning("layer: reconnected to the broker; queue and bindings restored")
+        for listener in self.layer.reconnect_listeners:
+            task: asyncio.Task[None] = asyncio.ensure_future(listener(), loop=self.loop)
+            self._background.add(task)
+            task.add_done_callback(self._background.discard)
 
     async def close(self) -> None:
         if self._started is not None and not self._started.done():
@@ -350,6 +354,13 @@ class RabbitMQChannelLayer(BaseChannelLayer):  # type: ignore[misc]
         self.reconnect_interval = reconnect_interval
         self.queue_max_length = queue_max_length
         self._nodes: dict[asyncio.AbstractEventLoop, _Node] = {}
+        self.reconnect_listeners: list[Callable[[], Coroutine[Any, Any, None]]] = []
+
+    def on_reconnect(self, listener: Callable[[], Coroutine[Any, Any, None]]) -> None:
+        """Call `listener` (in the reconnected loop) after every broker reconnection,
+        once the queue and bindings are restored. Messages in flight during the
+        outage are lost (at most once), so this is where an app re-sends state."""
+        self.reconnect_listeners.append(listener)
 
     def _node(self) -> _Node:
         loop = asyncio.get_running_loop()

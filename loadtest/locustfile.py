@@ -23,7 +23,7 @@ seat token) and reports `ws 1012->back`. Thresholds (THRESHOLD_P99_MS, MAX_LOST,
 MAX_FAIL_RATIO) decide the exit code on the master; see loadtest/README.md.
 """
 
-# mypy: ignore-missing-imports, allow-subclassing-any, allow-untyped-decorators
+# mypy: allow-subclassing-any, allow-untyped-decorators
 
 from __future__ import annotations
 
@@ -32,9 +32,9 @@ import sys
 from pathlib import Path
 from typing import Any
 
-import gevent
-from locust import User, between, events, tag, task
-from locust.runners import MasterRunner, WorkerRunner
+import gevent  # type: ignore[import-untyped]
+from locust import User, between, events, tag, task  # type: ignore[import-not-found]
+from locust.runners import MasterRunner, WorkerRunner  # type: ignore[import-not-found]
 
 # Locust puts this file's directory on sys.path; the package needs its parent.
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -45,7 +45,8 @@ from loadtest.metrics import COUNTERS, MOVE, RELAY
 from loadtest.rooms import GameRoom, RelayRoom, Room, close_quietly
 
 # One set of churn room codes per worker process: churning sockets meet each other.
-CHURN_CODES = [f"{CONFIG.room_prefix}-c-{random.getrandbits(32):08x}-{i}" for i in range(10)]
+_PROCESS = f"{random.getrandbits(32):08x}"
+CHURN_CODES = [f"{CONFIG.room_prefix}-c-{_PROCESS}-{i}" for i in range(max(CONFIG.churn_rooms, 1))]
 
 
 class MatchUser(User):
@@ -118,8 +119,7 @@ class ChurnUser(User):
     @tag("churn")
     @task
     def visit(self) -> None:
-        codes = CHURN_CODES[: max(CONFIG.churn_rooms, 1)]
-        self.room = Room(self.environment, "c", self.host, code=random.choice(codes))
+        self.room = Room(self.environment, "c", self.host, code=random.choice(CHURN_CODES))
         try:
             self.room.open("visitor")
             self.wait_hold()

@@ -77,6 +77,8 @@ class ProcessCounters:
     resynced: int = 0
     closes_1012: int = 0
     back_1012: int = 0
+    # Closed on purpose (the user left, the run ended) while still coming back.
+    abandoned_1012: int = 0
     first_1012_wall: float | None = None
     last_back_wall: float | None = None
 

@@ -114,6 +114,7 @@ class Aggregate:
             "resynced": sum(r["resynced"] for r in reports),
             "closes_1012": sum(r["closes_1012"] for r in reports),
             "back_1012": sum(r["back_1012"] for r in reports),
+            "abandoned_1012": sum(r.get("abandoned_1012", 0) for r in reports),
             "storm_s": round(last - first, 3) if first is not None and last is not None else None,
             "workers": len(reports),
         }
@@ -169,7 +170,7 @@ def build(environment: Any) -> dict[str, Any]:
             checks.append(_check(f"p99 {name} (ms)", row["p99_ms"], CONFIG.threshold_p99_ms))
     checks.append(_check("lost deliveries", lost, CONFIG.max_lost))
     checks.append(_check("failure ratio", round(fail_ratio, 6), CONFIG.max_fail_ratio))
-    checks.append(_check("measurements (at least)", requests, 1, at_least=True))
+    checks.append(_check("measurements", requests, 1, at_least=True))
     options = environment.parsed_options
     return {
         "host": environment.host,
@@ -193,7 +194,13 @@ def build(environment: Any) -> dict[str, Any]:
 
 def _check(what: str, value: float | None, limit: float, at_least: bool = False) -> dict[str, Any]:
     ok = value is not None and (value >= limit if at_least else value <= limit)
-    return {"what": what, "value": value, "limit": limit, "ok": ok}
+    return {
+        "what": what,
+        "value": value,
+        "op": ">=" if at_least else "<=",
+        "limit": limit,
+        "ok": ok,
+    }
 
 
 def finish(environment: Any) -> dict[str, Any]:
@@ -217,8 +224,12 @@ def finish(environment: Any) -> dict[str, Any]:
         level = logging.INFO if check["ok"] else logging.ERROR
         verdict = "ok" if check["ok"] else "FAILED"
         log.log(
-            level, "threshold %s: %s (limit %s) %s", check["what"], check["value"],
-            check["limit"], verdict,
+            level,
+            "threshold %s: %s (limit %s) %s",
+            check["what"],
+            check["value"],
+            check["limit"],
+            verdict,
         )
     if CONFIG.summary_json:
         path = Path(CONFIG.summary_json)

@@ -25,9 +25,9 @@ from collections.abc import Callable
 from typing import Any
 from urllib.parse import urlsplit
 
-import gevent
-import websocket
-from gevent.event import AsyncResult, Event
+import gevent  # type: ignore[import-untyped]
+import websocket  # type: ignore[import-not-found]
+from gevent.event import AsyncResult, Event  # type: ignore[import-untyped]
 
 from .config import CONFIG
 from .metrics import (
@@ -132,6 +132,8 @@ class GameSocket:
         self.server: str | None = None  # replica named by the latest welcome
         self.state: Frame | None = None  # highest-version state seen
         self.version = -1
+        self.last_state: Frame | None = None  # the state read last, whatever its version
+        self.states_read = 0
         self.name: str | None = None
         self.mark: str | None = None
         self.token: str | None = None
@@ -140,6 +142,7 @@ class GameSocket:
         self.dead = False  # gave up coming back
         self._ever_ready = False
         self._recovering = False
+        self._recovering_from = 0
         self._counted_epoch = 0
         self._greeting: AsyncResult = AsyncResult()
         self._joining: AsyncResult = AsyncResult()
@@ -237,6 +240,8 @@ class GameSocket:
     def _on_frame(self, frame: Frame, at: float, epoch: int) -> None:
         kind = frame.get("type")
         if kind == "state":
+            self.last_state = frame
+            self.states_read += 1
             version = frame.get("version", -1)
             if isinstance(version, int) and version >= self.version:
                 self.state, self.version = frame, version
@@ -284,6 +289,7 @@ class GameSocket:
                 DISCONNECT, 0, UnexpectedClose(f"closed with {code}"), replica=self.server
             )
         self._recovering = True
+        self._recovering_from = code
         self._recovery = gevent.spawn(self._come_back, code, time.perf_counter())
 
     def _come_back(self, code: int, closed_at: float) -> None:
@@ -337,6 +343,16 @@ class GameSocket:
             return False
         return True
 
+    def sync(self, timeout: float = 2.0) -> Frame | None:
+        """Ask for the room's state; the next state read (None if none came in time)."""
+        seen = self.states_read
+        if not self.send({"type": "sync"}, timeout=0):
+            return None
+        deadline = time.perf_counter() + timeout
+        while self.states_read == seen and time.perf_counter() < deadline:
+            gevent.sleep(0.01)
+        return self.last_state if self.states_read > seen else None
+
     def join(self, name: str) -> str:
         """Take a seat; returns the mark. Raises on an error frame or a timeout."""
         self.name = name
@@ -352,6 +368,8 @@ class GameSocket:
     def start_close(self) -> None:
         """Say goodbye (close frame 1000) without waiting; finish with finish_close()."""
         self.closing = True
+        if self._recovering and self._recovering_from == CLOSE_DRAINING:
+            COUNTERS.abandoned_1012 += 1
         if self._recovery is not None:
             self._recovery.kill(block=False)
         ws = self.ws

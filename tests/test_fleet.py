@@ -23,7 +23,7 @@ from collections import Counter
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import pytest
 
@@ -53,14 +53,15 @@ X_WINS = {"X": [0, 1, 2], "O": [3, 4, 5]}
 DRAW = {"X": [0, 2, 3, 7, 8], "O": [1, 4, 5, 6]}
 DRAW_BOARD: list[str | None] = ["X", "O", "X", "X", "O", "O", "O", "X", "X"]
 THINK = (0.2, 0.5)
-# A rolling restart of 3 replicas takes about 11 s here (each: 1 s readiness delay,
-# 2 s drain window, exit, start, ready, HAProxy UP). A nine-move game with THINK lasts
-# 3.5 s, over before web-2 drains; with ROLL_THINK it outlasts the whole restart, so
+# A rolling restart of 3 replicas takes 11-17 s here (each: 1 s readiness delay, 2 s
+# drain window, exit, start, ready, HAProxy UP). A nine-move game with THINK lasts 3.5 s,
+# over before web-2 drains; with ROLL_THINK (about 17 s) it outlasts the restart, so
 # every replica's drain closes sockets of games in progress.
-ROLL_THINK = (1.0, 2.0)
+ROLL_THINK = (1.2, 2.4)
 # Stopping and starting RabbitMQ's application takes 3-4 s: games must outlast it.
 BROKER_THINK = (0.5, 1.0)
 
+M = TypeVar("M", bound=Member)
 _no_proxy = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 
 
@@ -130,7 +131,7 @@ class Crowd:
     def __init__(self) -> None:
         self.members: list[Member] = []
 
-    def add(self, member: Member) -> Any:
+    def add(self, member: M) -> M:
         self.members.append(member)
         return member.start()
 
@@ -177,7 +178,7 @@ async def seat(
     fleet: Fleet, crowd: Crowd, room: str, name: str, mark: str, cells: list[int], **kwargs: Any
 ) -> Player:
     """A player that has taken seat `mark` in `room` and plays `cells` from then on."""
-    player: Player = crowd.add(Player(fleet.lb_ws_url, room, name, cells, **kwargs))
+    player = crowd.add(Player(fleet.lb_ws_url, room, name, cells, **kwargs))
     await player.wait_for(lambda: player.mark, "joined", 15)
     assert player.mark == mark, player.summary()
     return player
@@ -212,13 +213,63 @@ async def start_games(
     )
 
 
-async def all_finished(games: list[Game], within: float) -> None:
-    await wait_until(
-        lambda: all(game.finished for game in games),
-        f"{sum(not g.finished for g in games)} of {len(games)} games not finished",
-        within,
-        lambda: [p for game in games for p in game.players if not game.finished],
-    )
+async def all_finished(
+    fleet: Fleet, games: list[Game], within: float, events: dict[str, float] | None = None
+) -> None:
+    """Wait for every game to end; on failure say what the server and players hold."""
+    try:
+        await wait_until(
+            lambda: all(game.finished for game in games),
+            "games not finished",
+            within,
+            lambda: [p for game in games for p in game.players if not game.finished],
+        )
+    except AssertionError as failure:
+        stuck = [game for game in games if not game.finished]
+        report = await asyncio.to_thread(diagnose, fleet, stuck, events or {})
+        raise AssertionError(f"{len(stuck)} of {len(games)} stuck. {failure}\n{report}") from None
+
+
+def diagnose(fleet: Fleet, games: list[Game], events: dict[str, float]) -> str:
+    """What the server holds for stuck games, what their players last sent (times
+    relative to the first of `events`), and the replicas' layer and socket counters:
+    enough to tell a lost broadcast from a lost move."""
+    now = time.monotonic()
+    zero = min(events.values(), default=now)
+    lines = [", ".join(f"{name} at {at - zero:+.2f}s" for name, at in events.items())]
+    for game in games:
+        try:
+            api = api_state(fleet, game.room)
+            held = f"v{api['version']} {api['status']} turn={api['turn']} board={api['board']}"
+        except (AssertionError, OSError) as exc:
+            held = f"unreadable: {exc}"
+        lines.append(f"{game.room}: server holds {held}")
+        for player in game.players:
+            sent = [
+                f"v{v} cell {c} on {srv} at {at - zero:+.2f}s"
+                for v, c, srv, at in player.moves_sent[-2:]
+            ]
+            last = player.states[-1].at if player.states else now
+            kept = player.latest["version"] if player.latest else None
+            lines.append(
+                f"  {player.label} ({player.mark}) kept v{kept}, last sent {sent}, "
+                f"last state at {last - zero:+.2f}s"
+            )
+    for replica in fleet.replicas:
+        try:
+            with _no_proxy.open(f"{replica.url}/metrics", timeout=5) as response:
+                text = response.read().decode()
+        except OSError as exc:
+            lines.append(f"{replica.name}: /metrics unreadable: {exc}")
+            continue
+        wanted = [
+            line
+            for line in text.splitlines()
+            if line.startswith(("tictac_layer_", "tictac_ws_server_closes", "tictac_ws_errors"))
+            and not line.startswith("tictac_layer_publish_seconds_bucket")
+        ]
+        lines.append(f"{replica.name}: " + "; ".join(wanted))
+    return "\n".join(lines)
 
 
 async def all_moved(games: list[Game], within: float = 20) -> None:
@@ -346,7 +397,7 @@ async def test_players_on_different_replicas_play_a_whole_game_through_the_balan
     fleet: Fleet, crowd: Crowd
 ) -> None:
     room = "fleet-spread"
-    spectator: Spectator = crowd.add(Spectator(fleet.lb_ws_url, room))
+    spectator = crowd.add(Spectator(fleet.lb_ws_url, room))
     watched = await spectator.wait_connected()
     # Reconnect until each lands on its own replica; they stay to the end (`linger`),
     # so presence does not change under the final comparison.
@@ -419,7 +470,7 @@ async def test_rolling_restart_with_20_games_in_progress_loses_nothing(
     assert not any(game.finished for game in games)
     rolling = asyncio.create_task(timed(fleet.rolling_restart))
     try:
-        await all_finished(games, within=90)
+        await all_finished(fleet, games, within=60)
         finished_after = time.monotonic() - started
     finally:
         rolled_in = await asyncio.wait_for(asyncio.shield(rolling), 90)
@@ -468,7 +519,7 @@ async def test_sigkill_of_one_replica_mid_game_survivors_serve_and_its_players_f
     index = [r.name for r in fleet.replicas].index(victim)
     killed_at = time.monotonic()
     await asyncio.wait_for(asyncio.to_thread(fleet.kill, index), 15)
-    await all_finished(games, within=60)
+    await all_finished(fleet, games, within=30)
     finished_after = time.monotonic() - killed_at
 
     assert len(in_progress_at(games, killed_at)) == len(games)
@@ -502,7 +553,7 @@ async def test_seat_of_a_sigkilled_replica_goes_offline_within_the_presence_time
     fleet2: Fleet, crowd: Crowd
 ) -> None:
     room = "fleet-presence"
-    spectator: Spectator = crowd.add(Spectator(fleet2.lb_ws_url, room))
+    spectator = crowd.add(Spectator(fleet2.lb_ws_url, room))
     watched = await spectator.wait_connected()
     # This player does not reconnect: its seat stays empty of connections once killed.
     ana = await seat(
@@ -565,7 +616,8 @@ async def test_games_continue_after_a_rabbitmq_restart_without_reconnecting(
     try:
         stopped, back = await asyncio.wait_for(asyncio.to_thread(restart_broker), 120)
         up_again = asyncio.create_task(asyncio.to_thread(lb_all_up, fleet, 20))
-        await all_finished(games, within=60)
+        events = {"stop_app began": began, "stop_app returned": stopped, "broker back": back}
+        await all_finished(fleet, games, within=30, events=events)
     finally:
         await asyncio.to_thread(broker_ready)  # never leave RabbitMQ down
     finished = time.monotonic()
@@ -575,7 +627,7 @@ async def test_games_continue_after_a_rabbitmq_restart_without_reconnecting(
     all_up = await asyncio.wait_for(up_again, 25) - back
     # New sockets and new rooms (fresh group bindings) work across replicas afterwards.
     after = "broker-after"
-    spectator: Spectator = crowd.add(Spectator(fleet.lb_ws_url, after))
+    spectator = crowd.add(Spectator(fleet.lb_ws_url, after))
     watched = await spectator.wait_connected()
     fresh = await start_game(fleet, crowd, after, X_WINS, think=(0.0, 0.05))
     await asyncio.wait_for(asyncio.gather(*(p.wait_finished(10) for p in fresh.players)), 15)

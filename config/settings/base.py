@@ -119,6 +119,10 @@ RATE_LIMIT_CLOSE_PER_SECOND: int = env.int("RATE_LIMIT_CLOSE_PER_SECOND", defaul
 # heartbeat is older than PRESENCE_TIMEOUT are treated as gone and swept.
 PRESENCE_HEARTBEAT_SECONDS: float = env.float("PRESENCE_HEARTBEAT_SECONDS", default=10.0)
 PRESENCE_TIMEOUT_SECONDS: float = env.float("PRESENCE_TIMEOUT_SECONDS", default=35.0)
+# Connects and disconnects in one room within this window share one broadcast.
+PRESENCE_BROADCAST_DELAY_SECONDS: float = env.float(
+    "PRESENCE_BROADCAST_DELAY_SECONDS", default=0.25
+)
 
 LOG_LEVEL: str = env.str("LOG_LEVEL", default="INFO")
 LOGGING = {

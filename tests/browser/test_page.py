@@ -427,3 +427,73 @@ def test_page_follows_the_protocol_against_a_scripted_socket(
     expect(page.get_by_test_id("version")).to_have_text("v9")
     expect(page.get_by_test_id("cell-2")).to_have_attribute("data-mark", "X")
     expect(page.get_by_test_id("cell-6")).to_have_attribute("data-mark", "")
+
+
+def test_quick_match_pairs_two_pages_and_the_leaderboard_shows_their_finished_game(
+    server: UvicornServer, new_page: NewPage, screenshot_dir: Path
+) -> None:
+    """Two people press Quick match in the lobby and land in the same room, X and O,
+    seated by the token from `matched`; after their game the leaderboard panel (in the
+    room, and in the lobby on load) lists both with the result."""
+    ana, bo = new_page(), new_page()
+    for page, name in ((ana, "ana"), (bo, "bo")):
+        page.goto(f"{server.url}/")
+        expect(page.get_by_test_id("leaderboard")).to_have_attribute("data-state", "empty")
+        page.get_by_test_id("name-input").fill(name)
+
+    ana.get_by_test_id("quick-match").click()
+    status = ana.get_by_test_id("quick-match-status")
+    expect(status).to_have_text("Looking for an opponent…")
+    expect(ana.get_by_test_id("quick-match")).to_have_text("Cancel")
+    # ana is in line (has a ticket) before bo asks: ana is first, so ana plays X.
+    expect(status).to_have_attribute("data-ticket", re.compile(r"^\d+$"))
+    bo.get_by_test_id("quick-match").click()
+
+    room_re = re.compile(r"\?room=(qm-[0-9a-f]+)$")
+    for page, mark in ((ana, "X"), (bo, "O")):
+        expect(page).to_have_url(room_re)
+        expect(page.get_by_test_id("connection")).to_have_attribute("data-state", "open")
+        expect(page.get_by_test_id("my-mark")).to_have_text(mark)
+        expect(page.get_by_test_id("my-mark")).to_have_attribute("data-seat", "seated")
+        expect(page.get_by_test_id("player-X")).to_contain_text("ana")
+        expect(page.get_by_test_id("player-O")).to_contain_text("bo")
+    room = ana.url.rsplit("=", 1)[1]
+    assert bo.url.endswith(f"?room={room}")
+    expect(ana.get_by_test_id("room-code")).to_have_text(room)
+    expect(ana.get_by_test_id("status")).to_have_text("Your turn")
+
+    # The panel moved into the room; it knows nobody yet.
+    board = ana.get_by_test_id("leaderboard")
+    expect(ana.locator("#room").get_by_test_id("leaderboard")).to_be_visible()
+    expect(board).to_have_attribute("data-state", "empty")
+
+    for mover, cell, mark, other in (
+        (ana, 0, "X", bo),
+        (bo, 3, "O", ana),
+        (ana, 1, "X", bo),
+        (bo, 4, "O", ana),
+        (ana, 2, "X", bo),
+    ):
+        play(mover, cell, mark, other)
+    expect(bo.get_by_test_id("status")).to_have_text("ana wins")
+
+    # After the finished game: both players, ana first, with W/L/D and streak.
+    for page in (ana, bo):
+        rows = page.get_by_test_id("leaderboard").get_by_test_id("leaderboard-row")
+        expect(rows).to_have_count(2, timeout=6_000)
+        expect(rows.nth(0)).to_have_attribute("data-name", "ana")
+        expect(rows.nth(0).locator(".lb-wld")).to_have_text("1/0/0")
+        expect(rows.nth(0).locator(".lb-streak")).to_have_text("1")
+        expect(rows.nth(1)).to_have_attribute("data-name", "bo")
+        expect(rows.nth(1).locator(".lb-wld")).to_have_text("0/1/0")
+        expect(rows.nth(1).locator(".lb-streak")).to_have_text("0")
+    expect(ana.locator('[data-testid="leaderboard-row"].me')).to_have_attribute("data-name", "ana")
+    ana.screenshot(path=str(screenshot_dir / "quick-match-leaderboard.png"))
+
+    # A newcomer's lobby loads it too.
+    cy = new_page()
+    cy.goto(f"{server.url}/")
+    rows = cy.get_by_test_id("leaderboard").get_by_test_id("leaderboard-row")
+    expect(rows).to_have_count(2)
+    expect(rows.nth(0).locator(".lb-name")).to_have_text("ana")
+    cy.screenshot(path=str(screenshot_dir / "lobby-leaderboard.png"), full_page=True)

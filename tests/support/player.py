@@ -337,7 +337,8 @@ class Player(Member):
         self.token: str | None = None
         self.seated = False  # the current connection holds the seat
         self.joined_at: list[float] = []  # every `joined`
-        self.moves_sent: list[tuple[int, int, str | None]] = []  # (version, cell, server)
+        # (version, cell, server, monotonic time) of every move sent
+        self.moves_sent: list[tuple[int, int, str | None, float]] = []
         self._move_for: int | None = None  # the version a move is pending or sent for
         self._mover: asyncio.Task[None] | None = None
 
@@ -435,7 +436,7 @@ class Player(Member):
             free = [cell for cell in self.cells if state["board"][cell] is None]
             if not free:
                 raise AssertionError(f"{self.label}: script exhausted on {state['board']}")
-            self.moves_sent.append((version, free[0], link.server))
+            self.moves_sent.append((version, free[0], link.server, time.monotonic()))
             sent = True
             with contextlib.suppress(ConnectionClosed):
                 await ws.send(json.dumps({"type": "move", "cell": free[0], "version": version}))

@@ -21,6 +21,7 @@ import json
 import os
 import re
 import secrets
+import shutil
 import signal
 import subprocess
 import sys
@@ -49,6 +50,9 @@ TABLES = (
     "game_room",
 )
 
+# How a worker's log reads when the broker was not there at its start.
+BROKER_AWAY = re.compile(r"AMQPConnectionError|Connect call failed|CONNECTION_FORCED")
+
 _no_proxy = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 
 
@@ -60,65 +64,75 @@ def retry_queue(delay: float) -> str:
     return f"tictac.jobs.retry.{delay:g}s"
 
 
-def _rabbitmqctl(*args: str) -> None:
-    subprocess.run(["rabbitmqctl", *args], check=True, capture_output=True, timeout=60)
+def _rabbitmqctl(*args: str, within: float = 60.0) -> None:
+    """Run rabbitmqctl, retrying while the broker is down (another suite may restart it)."""
+    deadline = time.monotonic() + within
+    while True:
+        result = subprocess.run(["rabbitmqctl", *args], capture_output=True, timeout=60)
+        if result.returncode == 0:
+            return
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"rabbitmqctl {' '.join(args)}: {result.stderr.decode()[-500:]}")
+        time.sleep(0.5)
 
 
 @contextlib.contextmanager
 def throwaway_vhost(base_url: str = RABBITMQ_URL) -> Iterator[str]:
     """A fresh vhost `tictac_test_<hex>` with the URL's user allowed in; deleted afterwards.
 
-    Without `rabbitmqctl` (a remote broker) the base URL's vhost is used as it is,
-    and the tests rely on `purge_job_queues()` alone.
+    Without `rabbitmqctl` on this machine (a remote broker) the base URL's vhost is
+    used as it is, and the tests rely on `purge_job_queues()` alone.
     """
-    name = f"tictac_test_{secrets.token_hex(4)}"
-    user = urlsplit(base_url).username or "guest"
-    try:
-        _rabbitmqctl("add_vhost", name)
-        _rabbitmqctl("set_permissions", "-p", name, user, ".*", ".*", ".*")
-    except (OSError, subprocess.SubprocessError):
+    if shutil.which("rabbitmqctl") is None:
         yield base_url
         return
+    name = f"tictac_test_{secrets.token_hex(4)}"
+    user = urlsplit(base_url).username or "guest"
+    _rabbitmqctl("add_vhost", name)
     try:
+        _rabbitmqctl("set_permissions", "-p", name, user, ".*", ".*", ".*")
         yield urlunsplit(urlsplit(base_url)._replace(path="/" + quote(name, safe="")))
     finally:
-        with contextlib.suppress(OSError, subprocess.SubprocessError):
-            _rabbitmqctl("delete_vhost", name)
+        with contextlib.suppress(OSError, subprocess.SubprocessError, RuntimeError):
+            _rabbitmqctl("delete_vhost", name, within=60)
 
 
 async def purge_job_queues(
-    url: str, retry_delays: Iterable[float] = KNOWN_RETRY_DELAYS, attempts: int = 20
+    url: str, retry_delays: Iterable[float] = KNOWN_RETRY_DELAYS, within: float = 60.0
 ) -> dict[str, int]:
     """Empty the job queues that exist (passive declare; a missing one is skipped).
 
-    Returns the number of messages purged per queue. Retries while the broker is
-    not reachable (another suite may be restarting it).
+    Returns the number of messages purged per queue. Starts over while the broker
+    is unreachable or goes away meanwhile (another suite may be restarting it).
     """
     import aio_pika
+    import aiormq
     from aio_pika.exceptions import ChannelClosed
 
     names = [JOBS_QUEUE, DEAD_QUEUE, *(retry_queue(d) for d in retry_delays)]
-    for attempt in range(attempts):
+    deadline = time.monotonic() + within
+    while True:
         try:
+            purged: dict[str, int] = {}
             connection = await aio_pika.connect(url, timeout=5)
-        except (OSError, aio_pika.exceptions.AMQPConnectionError):
-            if attempt == attempts - 1:
+            async with connection:
+                for name in names:
+                    channel = await connection.channel()
+                    try:
+                        queue = await channel.declare_queue(name, passive=True)
+                    except ChannelClosed:  # 404 NOT_FOUND closes the channel
+                        continue
+                    result = await queue.purge()
+                    purged[name] = int(getattr(result, "message_count", 0) or 0)
+                    await channel.close()
+            return purged
+        except (OSError, TimeoutError, aiormq.exceptions.AMQPError, asyncio.CancelledError):
+            task = asyncio.current_task()
+            if task is not None and task.cancelling():
+                raise  # a real cancellation, not the broker closing the connection
+            if time.monotonic() > deadline:
                 raise
             await asyncio.sleep(0.5)
-            continue
-        purged: dict[str, int] = {}
-        async with connection:
-            for name in names:
-                channel = await connection.channel()
-                try:
-                    queue = await channel.declare_queue(name, passive=True)
-                except ChannelClosed:  # 404 NOT_FOUND closes the channel
-                    continue
-                result = await queue.purge()
-                purged[name] = int(getattr(result, "message_count", 0) or 0)
-                await channel.close()
-        return purged
-    raise AssertionError("unreachable")
 
 
 # --- PostgreSQL -----------------------------------------------------------------------
@@ -168,7 +182,7 @@ def query(database_url: str, sql: str, params: Sequence[Any] = ()) -> list[tuple
     import psycopg
 
     with psycopg.connect(_conninfo(database_url), autocommit=True, connect_timeout=5) as conn:
-        cursor = conn.execute(sql, params)  # type: ignore[arg-type]
+        cursor = conn.execute(sql, params)
         return list(cursor.fetchall()) if cursor.description else []
 
 
@@ -240,12 +254,22 @@ class Worker:
         except OSError:
             return ""
 
-    def wait_consuming(self, timeout: float = 30.0) -> None:
-        """Until the worker logged that it consumes the job queue."""
+    def wait_consuming(self, timeout: float = 60.0) -> None:
+        """Until the worker logged that it consumes the job queue.
+
+        A worker exits at once when the broker refuses its first connection (another
+        suite may be restarting RabbitMQ): it is started again until `timeout`. Any
+        other exit fails.
+        """
         deadline = time.monotonic() + timeout
         while "worker consuming" not in self.log():
             if not self.alive:
-                raise AssertionError(f"{self.name} exited:\n{self.log()[-3000:]}")
+                log = self.log()
+                if not BROKER_AWAY.search(log[-3000:]) or time.monotonic() > deadline:
+                    raise AssertionError(f"{self.name} exited:\n{log[-3000:]}")
+                time.sleep(1.0)
+                self.log_path.write_text(log + "\n--- broker away at start-up; starting again\n")
+                self.start()
             if time.monotonic() > deadline:
                 raise AssertionError(f"{self.name} not consuming after {timeout}s:\n{self.log()}")
             time.sleep(0.05)
@@ -408,9 +432,18 @@ def play_plan(plan_path: Path, *, tables: int, publish: bool) -> list[dict[str, 
             )
             await asyncio.sleep(0)  # let the other tables move in between
         key = services.result_key(room, version)
+        published = False
         if publish:
-            await publisher.publish(jobs.GAME_FINISHED, {"key": key}, key=key)
-        played.append({"room": room, "key": key, "published_at": time.time()})
+            # As a replica does (game.jobs.dispatch): a failed publish is logged, not
+            # raised; the workers' sweep finds the result uncounted.
+            try:
+                await publisher.publish(jobs.GAME_FINISHED, {"key": key}, key=key)
+                published = True
+            except Exception as exc:
+                print(f"publish {key} failed: {exc!r}", file=sys.stderr)
+        played.append(
+            {"room": room, "key": key, "published": published, "published_at": time.time()}
+        )
 
     async def table(queue: asyncio.Queue[dict[str, Any]]) -> None:
         while not queue.empty():
@@ -452,6 +485,15 @@ def run_play_script(
     finally:
         out.close()
         err.close()
+
+
+def script_failed(proc: subprocess.Popen[bytes]) -> str | None:
+    """The script's stderr if it already exited with an error, else None."""
+    if proc.poll() in (None, 0):
+        return None
+    argv = proc.args
+    assert isinstance(argv, list)
+    return Path(str(argv[4])).with_suffix(".err").read_text(errors="replace")[-3000:]
 
 
 def script_result(proc: subprocess.Popen[bytes], timeout: float) -> list[dict[str, Any]]:

@@ -6,8 +6,15 @@
 //
 // Local storage keys:
 //   tictac:name          the name you play under (shared by every room)
-//   tictac:token:<room>  the seat token from `joined`, used to reclaim the seat
+//   tictac:token:<room>  the seat token from `joined` or `matched`, used to reclaim the seat
 //   tictac:mark:<room>   the mark that token holds (shown while reconnecting)
+//
+// Quick match (lobby): a second socket to /ws/game/lobby sends `quickmatch` with
+// the stored name, gets `matching` (its ticket), then `matched` with a room and a
+// seat token; the page stores the token and enters that room, where the normal
+// reconnect logic joins with it. The leaderboard panel reads GET /api/leaderboard
+// on load, after every finished game (results are counted by a background job, so
+// it asks again a little later too) and every half minute while visible.
 //
 // Plain ES2020, no framework, no build step. All user-supplied text reaches the
 // DOM through textContent only.
@@ -34,6 +41,14 @@
   const PING_EVERY_MS = 20_000;
   const PONG_TIMEOUT_MS = 30_000; // a ping unanswered this long: the socket is dead
   const TOAST_MS = 4_000;
+  const LOBBY_ROOM = "lobby"; // the room quick-match sockets wait in
+  const QUICK_RETRY_MIN_MS = 500;
+  const QUICK_RETRY_MAX_MS = 5_000;
+  const LEADERBOARD_SIZE = 10;
+  const LEADERBOARD_URL = `/api/leaderboard?limit=${LEADERBOARD_SIZE}`;
+  const LEADERBOARD_REFRESH_MS = 30_000;
+  // After a game ends: the result is counted by a job, a moment later.
+  const LEADERBOARD_AFTER_GAME_MS = [300, 1_500, 4_000];
   const CHAT_KEEP = 200;
   const LINES = [
     [0, 1, 2], [3, 4, 5], [6, 7, 8],
@@ -143,6 +158,16 @@
     server: byTestId("server"),
     latency: byTestId("latency"),
     toasts: $("#toasts"),
+    quick: $("#quick"),
+    quickButton: byTestId("quick-match"),
+    quickLabel: $('[data-testid="quick-match"] .quick-label'),
+    quickStatus: byTestId("quick-match-status"),
+    quickText: $('[data-testid="quick-match-status"] .quick-text'),
+    leaderboard: byTestId("leaderboard"),
+    leaderboardRows: $("#leaderboard-rows"),
+    leaderboardEmpty: $("#leaderboard-empty"),
+    leaderboardSlotLobby: $("#leaderboard-slot-lobby"),
+    leaderboardSlotRoom: $("#leaderboard-slot-room"),
   };
 
   // --- the whole client state -------------------------------------------------------
@@ -168,6 +193,24 @@
     pendingCell: null,
     botPending: false,
     botTimer: 0,
+  };
+
+  // Quick match: its own socket, only while searching.
+  const Q = {
+    searching: false,
+    ws: null,
+    name: "",
+    ticket: null, // from `matching`
+    attempt: 0, // reconnects while searching
+    retryTimer: 0,
+  };
+
+  // The leaderboard panel.
+  const LB = {
+    rows: null, // null until the first answer
+    failed: false,
+    seq: 0, // answers to older requests are ignored
+    followups: [], // timers after a finished game
   };
 
   // --- connection -------------------------------------------------------------------
@@ -355,6 +398,9 @@
     const previous = S.state;
     S.state = msg;
     S.pendingCell = null;
+    if (previous && previous.status === "playing" && (msg.status === "won" || msg.status === "draw")) {
+      refreshLeaderboardAfterGame();
+    }
     if (S.botPending && msg.players && S.myMark && msg.players[other(S.myMark)]) {
       stopBotPending();
     }
@@ -546,6 +592,7 @@
   // --- navigation -----------------------------------------------------------------------
   function enterRoom(room, { push = true } = {}) {
     if (S.room === room) return;
+    stopQuickMatch();
     disconnect();
     S.room = room;
     S.state = null;
@@ -564,12 +611,14 @@
     document.title = `Room ${room} · Tictac live`;
     el.roomCode.textContent = room;
     el.nameSlotRoom.append(el.nameField);
+    el.leaderboardSlotRoom.append(el.leaderboard);
     showView("room");
     renderChat(false);
     connect();
   }
 
   function leaveRoom({ push = true } = {}) {
+    const wasInRoom = S.room !== null;
     disconnect();
     S.room = null;
     S.state = null;
@@ -579,8 +628,10 @@
     if (push) window.history.pushState({}, "", window.location.pathname);
     document.title = "Tictac live · tic-tac-toe with friends";
     el.nameSlotLobby.append(el.nameField);
+    el.leaderboardSlotLobby.append(el.leaderboard);
     showView("lobby");
     render();
+    if (wasInRoom) loadLeaderboard();
   }
 
   function showView(view) {
@@ -880,6 +931,190 @@
     el.latency.textContent = S.latency == null ? "—" : `${S.latency} ms`;
   }
 
+  // --- quick match -----------------------------------------------------------------------
+  function toggleQuickMatch() {
+    if (Q.searching) {
+      stopQuickMatch();
+      return;
+    }
+    const name = checkName();
+    if (!name) {
+      el.nameField.classList.add("invalid");
+      el.nameHint.textContent = "Enter a name (1–32 characters) to play a quick match.";
+      el.nameInput.focus();
+      return;
+    }
+    store.set(KEY_NAME, name);
+    Q.searching = true;
+    Q.name = name;
+    Q.ticket = null;
+    Q.attempt = 0;
+    openQuickSocket();
+    renderQuickMatch();
+  }
+
+  function openQuickSocket() {
+    window.clearTimeout(Q.retryTimer);
+    Q.retryTimer = 0;
+    let ws;
+    try {
+      ws = new WebSocket(wsUrl(LOBBY_ROOM));
+    } catch {
+      scheduleQuickRetry();
+      return;
+    }
+    Q.ws = ws;
+    ws.addEventListener("message", (event) => {
+      if (ws === Q.ws) onQuickFrame(event.data);
+    });
+    ws.addEventListener("close", () => {
+      if (ws !== Q.ws) return; // stopped or replaced on purpose
+      Q.ws = null;
+      // The server drops a waiting ticket with its socket: ask again on a new one.
+      if (Q.searching) scheduleQuickRetry();
+    });
+  }
+
+  function scheduleQuickRetry() {
+    Q.ticket = null;
+    const ceiling = Math.min(QUICK_RETRY_MAX_MS, QUICK_RETRY_MIN_MS * 2 ** Q.attempt);
+    Q.attempt = Math.min(Q.attempt + 1, 30);
+    Q.retryTimer = window.setTimeout(openQuickSocket, QUICK_RETRY_MIN_MS / 2 + Math.random() * ceiling);
+    renderQuickMatch();
+  }
+
+  function onQuickFrame(data) {
+    if (typeof data !== "string") return;
+    let msg;
+    try {
+      msg = JSON.parse(data);
+    } catch {
+      return;
+    }
+    if (!msg || typeof msg !== "object") return;
+    switch (msg.type) {
+      case "welcome":
+        Q.attempt = 0;
+        Q.ws.send(JSON.stringify({ type: "quickmatch", name: Q.name }));
+        break;
+      case "matching":
+        Q.ticket = typeof msg.ticket === "number" ? msg.ticket : null;
+        renderQuickMatch();
+        break;
+      case "matched": {
+        const room = String(msg.room ?? "");
+        if (!ROOM_RE.test(room) || (msg.mark !== "X" && msg.mark !== "O") || typeof msg.token !== "string") {
+          return;
+        }
+        store.set(keyToken(room), msg.token);
+        store.set(keyMark(room), msg.mark);
+        stopQuickMatch();
+        const opponent = typeof msg.opponent === "string" && msg.opponent ? msg.opponent : "an opponent";
+        toast(`Matched with ${opponent}. You play ${msg.mark}.`, "success");
+        enterRoom(room); // the stored token takes the seat on welcome
+        break;
+      }
+      case "error":
+        stopQuickMatch();
+        toast(String(msg.message || msg.code || "Quick match failed."), "error", String(msg.code ?? ""));
+        break;
+      default:
+        break; // the lobby room's own state and presence
+    }
+  }
+
+  function stopQuickMatch() {
+    window.clearTimeout(Q.retryTimer);
+    Q.retryTimer = 0;
+    const ws = Q.ws;
+    Q.ws = null;
+    Q.searching = false;
+    Q.ticket = null;
+    if (ws) {
+      try { ws.close(1000, "done"); } catch { /* already gone */ }
+    }
+    renderQuickMatch();
+  }
+
+  function renderQuickMatch() {
+    const state = !Q.searching ? "idle" : Q.ws && Q.ws.readyState === WebSocket.OPEN ? "searching" : "connecting";
+    el.quick.dataset.state = state;
+    el.quickStatus.hidden = !Q.searching;
+    el.quickStatus.dataset.ticket = Q.ticket == null ? "" : String(Q.ticket);
+    el.quickText.textContent = "Looking for an opponent…";
+    el.quickLabel.textContent = Q.searching ? "Cancel" : "Quick match";
+    el.quickButton.setAttribute("aria-pressed", String(Q.searching));
+  }
+
+  // --- leaderboard -------------------------------------------------------------------------
+  async function loadLeaderboard() {
+    const seq = ++LB.seq;
+    let rows = null;
+    try {
+      const response = await fetch(LEADERBOARD_URL, { headers: { Accept: "application/json" }, cache: "no-store" });
+      if (!response.ok) throw new Error(`HTTP ${response.status}`);
+      const body = await response.json();
+      rows = Array.isArray(body?.leaderboard) ? body.leaderboard : [];
+    } catch {
+      rows = null;
+    }
+    if (seq !== LB.seq) return; // a newer request was sent meanwhile
+    if (rows === null) {
+      LB.failed = true; // keep showing what we had
+    } else {
+      LB.failed = false;
+      LB.rows = rows.slice(0, LEADERBOARD_SIZE);
+    }
+    renderLeaderboard();
+  }
+
+  function refreshLeaderboardAfterGame() {
+    LB.followups.forEach((timer) => window.clearTimeout(timer));
+    LB.followups = LEADERBOARD_AFTER_GAME_MS.map((delay) => window.setTimeout(loadLeaderboard, delay));
+  }
+
+  function count(value) {
+    return Number.isFinite(value) ? String(value) : "0";
+  }
+
+  function renderLeaderboard() {
+    const rows = LB.rows;
+    el.leaderboard.dataset.state = rows === null ? (LB.failed ? "error" : "loading") : rows.length ? "ready" : "empty";
+    const me = (store.get(KEY_NAME) || "").trim();
+    el.leaderboardRows.replaceChildren(...(rows || []).map((row, index) => {
+      const tr = document.createElement("tr");
+      const name = String(row.name ?? "");
+      tr.dataset.testid = "leaderboard-row";
+      tr.dataset.name = name;
+      if (me && name === me) tr.classList.add("me");
+      const cell = (className, text) => {
+        const td = document.createElement("td");
+        td.className = className;
+        td.textContent = text;
+        return td;
+      };
+      const wld = document.createElement("td");
+      wld.className = "lb-wld";
+      wld.title = `${count(row.wins)} wins, ${count(row.losses)} losses, ${count(row.draws)} draws`;
+      for (const [key, value] of [["w", row.wins], ["l", row.losses], ["d", row.draws]]) {
+        if (key !== "w") wld.append("/");
+        const span = document.createElement("span");
+        span.className = `lb-${key}`;
+        span.textContent = count(value);
+        wld.append(span);
+      }
+      const streak = cell("lb-streak", count(row.streak));
+      if (row.streak > 0) streak.classList.add("hot");
+      tr.append(cell("lb-rank", String(index + 1)), cell("lb-name", name), wld, streak);
+      return tr;
+    }));
+    let empty = "";
+    if (rows === null) empty = LB.failed ? "The leaderboard is not available right now." : "Loading…";
+    else if (!rows.length) empty = "No finished games yet. Play one!";
+    el.leaderboardEmpty.textContent = empty;
+    el.leaderboardEmpty.hidden = !empty;
+  }
+
   // --- toasts ---------------------------------------------------------------------------
   function toast(text, kind = "info", code = "") {
     const item = document.createElement("div");
@@ -942,6 +1177,7 @@
     el.chatInput.maxLength = CHAT_MAX * 2;
     el.chatInput.addEventListener("input", renderChatCount);
     el.copyLink.addEventListener("click", copyLink);
+    el.quickButton.addEventListener("click", toggleQuickMatch);
     el.leave.addEventListener("click", () => leaveRoom());
     el.connection.addEventListener("click", retryNow);
     $("#brand").addEventListener("click", (event) => {
@@ -953,10 +1189,18 @@
     window.addEventListener("online", retryNow);
     window.addEventListener("offline", renderConnection);
     document.addEventListener("visibilitychange", () => {
-      if (document.visibilityState === "visible") retryNow();
+      if (document.visibilityState === "visible") {
+        retryNow();
+        loadLeaderboard();
+      }
     });
+    window.setInterval(() => {
+      if (document.visibilityState === "visible") loadLeaderboard();
+    }, LEADERBOARD_REFRESH_MS);
   }
 
   wire();
   route();
+  renderQuickMatch();
+  loadLeaderboard();
 })();
