@@ -206,6 +206,13 @@ class _Node:
                 exchange = self.exchange if to_group else self.channel.default_exchange
                 begun = time.perf_counter()
                 try:
+                    # After a reconnect the connection is up before our queue and
+                    # bindings are restored; a publish in between would be routed
+                    # nowhere. Wait for the channel's restore, within the deadline.
+                    await asyncio.wait_for(
+                        self.channel.ready(),  # type: ignore[attr-defined]
+                        max(0.01, deadline - self.loop.time()),
+                    )
                     await exchange.publish(
                         message, routing_key, mandatory=False, timeout=self.layer.publish_timeout
                     )

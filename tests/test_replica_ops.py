@@ -127,3 +127,29 @@ async def test_sigterm_drains_readiness_first_then_closes_sockets_with_1012_spre
     # uvicorn re-raises the captured SIGTERM once it has shut down cleanly.
     assert rabbit_replica.proc.wait(20) in (0, -signal.SIGTERM)
     assert "drained; 0 sockets left" in rabbit_replica.log_path.read_text()
+
+
+async def test_rooms_get_their_state_again_after_the_broker_returns(
+    rabbit_replica: UvicornServer,
+) -> None:
+    """Broadcasts in flight during an outage are lost (at most once); after the
+    layer reconnects the replica re-sends every room it serves its state."""
+    client = await GameClient.open(f"{rabbit_replica.ws_url}/ws/game/heal-room", "c")
+    try:
+        await client.next("state")
+        await asyncio.sleep(0.5)  # the coalesced presence broadcast
+        seen = len(client.states)
+        await asyncio.to_thread(_restart_broker)
+        deadline = time.monotonic() + 15
+        while len(client.states) == seen:
+            assert time.monotonic() < deadline, "no state re-sent after the broker returned"
+            await asyncio.sleep(0.1)
+        assert not client.closed
+        assert client.states[-1]["room"] == "heal-room"
+    finally:
+        await client.close()
+
+
+def _restart_broker() -> None:
+    with broker_stopped():
+        time.sleep(0.5)
