@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import TypeVar
 
-from django.db import transaction
+from django.db import connection, transaction
 from django.db.models import F
 from django.utils import timezone
 
@@ -412,9 +412,17 @@ class Pairing:
     opponent: str
 
 
+MATCH_LINE_LOCK = 0x7A1C7AC  # advisory lock key of the quick-match line
+
+
 def match_request(*, name: str, channel_name: str) -> int:
     """A player asks to be paired; the ticket's id is its place in the line."""
     with transaction.atomic():
+        if connection.vendor == "postgresql":
+            # Serialize ticket inserts so ids commit in id order: a pairer then never
+            # sees ticket n+1 before ticket n and the line keeps arrival order.
+            with connection.cursor() as cursor:
+                cursor.execute("SELECT pg_advisory_xact_lock(%s)", [MATCH_LINE_LOCK])
         waiting = MatchTicket.objects.filter(channel_name=channel_name, room__isnull=True).first()
         if waiting is not None:
             return waiting.id
