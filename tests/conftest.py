@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 from django.db import connection
 
+from tests.support.databases import throwaway_database
 from tests.support.server import UvicornServer
 
 
@@ -40,3 +41,10 @@ def replica(server_env: dict[str, str], tmp_path: Path) -> Iterator[UvicornServe
     srv.start()
     yield srv
     srv.stop()
+
+
+@pytest.fixture
+def database_url() -> Iterator[str]:
+    """A throwaway PostgreSQL database for real processes (fleets, workers)."""
+    with throwaway_database() as url:
+        yield url

@@ -15,7 +15,6 @@ import itertools
 import json
 import os
 import re
-import secrets
 import time
 import urllib.error
 import urllib.request
@@ -27,13 +26,12 @@ from typing import Any, TypeVar
 
 import pytest
 
-from deploy.fleet import Fleet, create_database, drop_database
+from deploy.fleet import Fleet
 from tests.support.broker import broker_ready, broker_stopped
 from tests.support.player import Member, Message, Player, Spectator, wait_until
 
 pytestmark = pytest.mark.e2e
 
-POSTGRES_URL = os.environ.get("POSTGRES_TEST_URL", "postgres://postgres@127.0.0.1:5432/postgres")
 RABBITMQ_URL = os.environ.get("RABBITMQ_TEST_URL", "amqp://guest:guest@127.0.0.1:5672/%2f")
 
 PRESENCE_HEARTBEAT = 1.0
@@ -70,18 +68,6 @@ def metric(name: str, **values: Any) -> None:
 
 
 # --- fixtures -----------------------------------------------------------------------
-
-
-@pytest.fixture
-def database_url() -> Iterator[str]:
-    """A throwaway PostgreSQL database `tictac_test_<random>`, dropped afterwards."""
-    base = POSTGRES_URL.rsplit("/", 1)[0]
-    url = f"{base}/tictac_test_{secrets.token_hex(4)}"
-    assert create_database(url)
-    try:
-        yield url
-    finally:
-        drop_database(url)
 
 
 def _log_excerpt(log_dir: Path, limit: int = 60) -> str:

@@ -8,10 +8,9 @@ from __future__ import annotations
 
 import json
 import os
-import secrets
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from contextlib import ExitStack
 from pathlib import Path
 
@@ -19,23 +18,12 @@ import pytest
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import ClientConnection, connect
 
-from deploy.fleet import Fleet, create_database, drop_database, pid_alive
+from deploy.fleet import Fleet, pid_alive
 
 pytestmark = pytest.mark.e2e
 
-POSTGRES_URL = os.environ.get("POSTGRES_TEST_URL", "postgres://postgres@127.0.0.1:5432/postgres")
 RABBITMQ_URL = os.environ.get("RABBITMQ_TEST_URL", "amqp://guest:guest@127.0.0.1:5672/%2f")
 ROOM = "fleet-launcher"
-
-
-@pytest.fixture
-def database_url() -> Iterator[str]:
-    """A throwaway PostgreSQL database `tictac_test_<random>`, dropped afterwards."""
-    base = POSTGRES_URL.rsplit("/", 1)[0]
-    url = f"{base}/tictac_test_{secrets.token_hex(4)}"
-    assert create_database(url)
-    yield url
-    drop_database(url)
 
 
 @pytest.fixture

@@ -11,17 +11,15 @@ from __future__ import annotations
 import json
 import os
 import re
-import secrets
 import subprocess
 import threading
 import time
 import urllib.request
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from deploy.fleet import Fleet, create_database, drop_database
+from deploy.fleet import Fleet
 
 pytestmark = pytest.mark.e2e
 
@@ -31,7 +29,6 @@ CREATE_VENV = (
     "python3.11 -m venv .venv-loadtest && "
     ".venv-loadtest/bin/python -m pip install -r requirements/loadtest.txt"
 )
-POSTGRES_URL = os.environ.get("POSTGRES_TEST_URL", "postgres://postgres@127.0.0.1:5432/postgres")
 RABBITMQ_URL = os.environ.get("RABBITMQ_TEST_URL", "amqp://guest:guest@127.0.0.1:5672/%2f")
 # Short drain so the mid-run restart of web-1 fits in the swarm's 15 seconds.
 FLEET_ENV = {
@@ -47,18 +44,6 @@ SCENARIO_MEASUREMENTS = (
     "ws 1012->back",  # every scenario's sockets on the drained replica
 )
 _no_proxy = urllib.request.build_opener(urllib.request.ProxyHandler({}))
-
-
-@pytest.fixture
-def database_url() -> Iterator[str]:
-    """A throwaway PostgreSQL database `tictac_test_<random>`, dropped afterwards."""
-    base = POSTGRES_URL.rsplit("/", 1)[0]
-    url = f"{base}/tictac_test_{secrets.token_hex(4)}"
-    assert create_database(url)
-    try:
-        yield url
-    finally:
-        drop_database(url)
 
 
 def ws_connections(url: str) -> int:

@@ -39,6 +39,7 @@ from deploy.fleet import Fleet
 from game import rules
 from tests.support.broker import broker_ready
 from tests.support.client import GameClient, Message, get_json
+from tests.support.databases import throwaway_database
 from tests.support.server import UvicornServer
 from tests.support.workers import (
     BROKER_AWAY,
@@ -54,7 +55,6 @@ from tests.support.workers import (
     run_play_script,
     script_failed,
     script_result,
-    throwaway_database,
     throwaway_vhost,
 )
 

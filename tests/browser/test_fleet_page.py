@@ -11,32 +11,26 @@ from types import SimpleNamespace
 import pytest
 from playwright.sync_api import expect
 
-from deploy.fleet import Fleet, create_database, drop_database
+from deploy.fleet import Fleet
 from tests.browser.test_page import NewPage, enter_by_link, enter_from_lobby, play, take_seat
 
 pytestmark = pytest.mark.browser
 
-POSTGRES_URL = os.environ.get("POSTGRES_TEST_URL", "postgres://postgres@127.0.0.1:5432/postgres")
 RABBITMQ_URL = os.environ.get("RABBITMQ_TEST_URL", "amqp://guest:guest@127.0.0.1:5672/%2f")
 
 
 @pytest.fixture
-def fleet(tmp_path: Path) -> Iterator[Fleet]:
-    url = f"{POSTGRES_URL.rsplit('/', 1)[0]}/tictac_test_{secrets.token_hex(4)}"
-    assert create_database(url)
+def fleet(database_url: str, tmp_path: Path) -> Iterator[Fleet]:
     fleet = Fleet(
         2,
         settings="config.settings.test",
-        database_url=url,
+        database_url=database_url,
         rabbitmq_url=RABBITMQ_URL,
         log_dir=tmp_path / "fleet",
         env={"GRACEFUL_SHUTDOWN_SECONDS": "3", "DRAIN_READINESS_DELAY_SECONDS": "0"},
     )
-    try:
-        with fleet:
-            yield fleet
-    finally:
-        drop_database(url)
+    with fleet:
+        yield fleet
 
 
 def test_two_browsers_on_different_replicas_finish_a_game_through_the_balancer(

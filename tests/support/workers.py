@@ -34,7 +34,6 @@ from urllib.parse import quote, urlsplit, urlunsplit
 
 from tests.support.server import ROOT, free_port
 
-POSTGRES_URL = os.environ.get("POSTGRES_TEST_URL", "postgres://postgres@127.0.0.1:5432/postgres")
 RABBITMQ_URL = os.environ.get("RABBITMQ_TEST_URL", "amqp://guest:guest@127.0.0.1:5672/%2f")
 
 JOBS_QUEUE = "tictac.jobs"
@@ -136,19 +135,6 @@ async def purge_job_queues(
 
 
 # --- PostgreSQL -----------------------------------------------------------------------
-
-
-@contextlib.contextmanager
-def throwaway_database(base_url: str = POSTGRES_URL) -> Iterator[str]:
-    """A PostgreSQL database `tictac_test_<hex>`, dropped (sessions closed) afterwards."""
-    from deploy.fleet import create_database, drop_database
-
-    url = f"{base_url.rsplit('/', 1)[0]}/tictac_test_{secrets.token_hex(4)}"
-    assert create_database(url)
-    try:
-        yield url
-    finally:
-        drop_database(url)
 
 
 def django_env(database_url: str, rabbitmq_url: str, **extra: str) -> dict[str, str]:
