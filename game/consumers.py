@@ -62,7 +62,8 @@ class GameRoom(LeanDispatchMixin, AsyncWebsocketConsumer):  # type: ignore[misc]
             await self.accept()
             await self.close_with(drain.CLOSE_DRAINING)
             return
-        await call(
+        # One hop to the database: register the socket and read the room.
+        _, state = await call_then_read(
             services.connection_open,
             code=self.room,
             channel_name=self.channel_name,
@@ -86,7 +87,7 @@ class GameRoom(LeanDispatchMixin, AsyncWebsocketConsumer):  # type: ignore[misc]
                 }
             )
         )
-        state = await read_state(self.room)
+        # Read before group_add, so a broadcast may overtake it: clients keep the highest version.
         await self.send(text_data=encode(state))
         presence_changed(self.room)  # the spectator count grew
 
@@ -102,7 +103,6 @@ class GameRoom(LeanDispatchMixin, AsyncWebsocketConsumer):  # type: ignore[misc]
             del local_rooms[self.room]
         metrics.ROOMS.set(len(local_rooms))
         await self.channel_layer.group_discard(self.group, self.channel_name)
-        await call(services.match_cancel, channel_name=self.channel_name)
         if await call(services.connection_close, channel_name=self.channel_name):
             presence_changed(self.room)
 

@@ -113,8 +113,10 @@ def connection_open(*, code: str, channel_name: str, replica: str) -> None:
 
 
 def connection_close(*, channel_name: str) -> bool:
-    """Forget a connection; True if it was known (so presence changed)."""
-    deleted, _ = Connection.objects.filter(channel_name=channel_name).delete()
+    """Forget a connection (and its place in the quick-match line); True if it was known."""
+    with transaction.atomic():
+        match_cancel(channel_name=channel_name)
+        deleted, _ = Connection.objects.filter(channel_name=channel_name).delete()
     return deleted > 0
 
 
