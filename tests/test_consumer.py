@@ -29,6 +29,7 @@ from game import groups, jobs
 from game.models import Room
 from game.replica import replica_name
 from tests.support.ws import Client, Frame, Sockets, strict_json
+from workers.runtime import Worker
 
 # available_apps: the flush after each test empties only these apps' tables and
 # skips re-creating content types and permissions (nothing here uses them), most
@@ -46,8 +47,17 @@ DRAW = [0, 1, 2, 4, 3, 5, 7, 6, 8]  # X O X / X O O / O X X
 
 @pytest.fixture
 async def ws(transactional_db: None) -> AsyncIterator[Sockets]:
-    """Opens connections to the real application; every one is closed afterwards."""
+    """Opens connections to the real application; every one is closed afterwards.
+
+    With RABBITMQ_URL set (`make test-rabbitmq`) jobs go to the broker, so a real
+    worker (workers.runtime.Worker with the game's handlers) consumes them here.
+    """
     sockets = Sockets(application)
+    stop = asyncio.Event()
+    worker = None
+    if django_settings.RABBITMQ_URL:
+        runner = Worker(django_settings.RABBITMQ_URL, jobs.HANDLERS, retry_delays=(0.2,))
+        worker = asyncio.create_task(runner.run(stop))
     try:
         yield sockets
     finally:
@@ -56,6 +66,10 @@ async def ws(transactional_db: None) -> AsyncIterator[Sockets]:
         if pending:
             await asyncio.wait(pending, timeout=5)
         await sockets.close_all()
+        if worker is not None:
+            stop.set()
+            await worker
+            await jobs.publisher().close()
         layer = get_channel_layer()
         if hasattr(layer, "close"):  # the RabbitMQ layer (RABBITMQ_URL set): its connection
             await layer.close()
