@@ -588,5 +588,7 @@ async def main() -> None:
 if __name__ == "__main__":
     import uvloop
 
+    # SIGTERM (a timeout, Ctrl-C's cousin) unwinds like Ctrl-C, so servers are stopped.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     resource.setrlimit(resource.RLIMIT_NOFILE, resource.getrlimit(resource.RLIMIT_NOFILE)[1:] * 2)
     uvloop.run(main())
