@@ -19,7 +19,6 @@ import json
 import os
 import resource
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -34,6 +33,8 @@ from pathlib import Path
 import psutil
 import websockets
 from websockets.asyncio.client import ClientConnection
+
+from deploy.fleet import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"
@@ -95,12 +96,6 @@ CONTENDERS = [
         "raw ASGI broadcast, no Channels (1 process)", "bench.apps:raw_application", 1, "message"
     ),
 ]
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def wait_http(url: str, timeout: float = 30) -> None:

@@ -125,7 +125,7 @@ class GameRoom(LeanDispatchMixin, AsyncWebsocketConsumer):  # type: ignore[misc]
                 if text_data is None:
                     raise GameError("bad_message", "Frames must be text.")
                 message = parse(text_data)
-                metrics.MESSAGES_IN.labels(type(message).__name__.lower()).inc()
+                metrics.count_in(message)
                 await self.handle(message)
             except GameError as error:
                 metrics.ERRORS.labels(error.code).inc()

@@ -25,3 +25,14 @@ DRAINING = Gauge("tictac_draining", "1 while this replica drains its sockets")
 OUT_STATE = MESSAGES_OUT.labels("state")
 OUT_CHAT = MESSAGES_OUT.labels("chat")
 OUT_RELAY = MESSAGES_OUT.labels("relay")
+
+
+_in_by_class: dict[type, Counter] = {}
+
+
+def count_in(message: object) -> None:
+    """Count a parsed client message by type; children bound once per message class."""
+    child = _in_by_class.get(type(message))
+    if child is None:
+        child = _in_by_class[type(message)] = MESSAGES_IN.labels(type(message).__name__.lower())
+    child.inc()

@@ -28,13 +28,10 @@ import json
 import os
 import platform
 import signal
-import socket
 import subprocess
 import sys
 import threading
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -46,6 +43,12 @@ LOCUST_CONF = ROOT / "loadtest" / "locust.conf"
 LOCUSTFILE = ROOT / "loadtest" / "locustfile.py"
 APP_PYTHON = ROOT / ".venv" / "bin" / "python"
 REPORTS = ROOT / "loadtest" / "reports"
+
+# The fleet launcher's port and health helpers (standard library only, so this
+# Locust-venv script can import them from the repository).
+sys.path.insert(0, str(ROOT))
+from deploy.fleet import free_port, http_status, port_free  # noqa: E402
+
 DEFAULT_DATABASE_URL = "postgres://postgres@127.0.0.1:5432/tictac_loadtest"
 SCENARIO_NAMES = {
     "MatchUser": "ws move->opponent",
@@ -78,8 +81,6 @@ SMOKE_ENV = {
     "MAX_FAIL_RATIO": "0",
 }
 
-_http = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # loopback: no proxy
-
 
 class Abort(Exception):
     """Ctrl-C or SIGTERM: stop everything that was started."""
@@ -87,32 +88,6 @@ class Abort(Exception):
 
 class RunError(Exception):
     """The fleet or Locust did not run as expected (exit 2)."""
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def port_free(port: int) -> bool:
-    with socket.socket() as sock:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            sock.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-        return True
-
-
-def http_status(url: str, timeout: float = 2.0) -> int | None:
-    try:
-        with _http.open(url, timeout=timeout) as resp:
-            return int(resp.status)
-    except urllib.error.HTTPError as exc:
-        return int(exc.code)
-    except (OSError, ValueError):
-        return None
 
 
 @dataclass
@@ -253,7 +228,10 @@ class Run:
             if not self.fleet.alive():
                 raise RunError(f"the fleet exited:\n{self.fleet.tail()}")
             # The launcher prints `play on` once every replica is UP in HAProxy.
-            if self.fleet.saw("play on ") and http_status(f"http://127.0.0.1:{port}/readyz") == 200:
+            if (
+                self.fleet.saw("play on ")
+                and http_status(f"http://127.0.0.1:{port}/readyz", timeout=2.0) == 200
+            ):
                 print(f"fleet: ready (launcher pid {self.fleet.pid}, logs {self.out / 'fleet'})")
                 return
             time.sleep(0.3)
