@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections import Counter
 
@@ -12,6 +13,8 @@ from django.conf import settings
 from .aio import read_state
 from .metrics import GROUP_SEND_SECONDS
 from .protocol import encode
+
+log = logging.getLogger(__name__)
 
 
 def room_group(code: str) -> str:
@@ -70,4 +73,7 @@ async def rebroadcast_local_rooms() -> None:
     (a channel layer delivers at most once), so send every room we serve its
     current state again; clients keep the highest version, so this only heals."""
     for code in list(local_rooms):
-        await broadcast_state(code)
+        try:
+            await broadcast_state(code)
+        except Exception:  # one room's failure must not cost the others their state
+            log.exception("room %s: state not re-sent after the broker returned", code)

@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import logging
 import os
 import socket
@@ -121,8 +122,19 @@ class _Node:
 
     def started(self) -> asyncio.Future[None]:
         if self._started is None or (self._started.done() and self._started.exception()):
-            self._started = self.loop.create_task(self._start())
+            self._started = self._own_task(self._start())
         return self._started
+
+    def _own_task(self, work: Coroutine[Any, Any, T]) -> asyncio.Task[T]:
+        """A long-lived task of the layer, in a context of its own.
+
+        Whoever first uses the layer may run inside a request's context (Django
+        calls an async view through async_to_sync when a middleware is sync), and
+        that context's thread executor is gone once the request ends. The broker
+        connection, the sweeper and the reconnect listeners outlive every request,
+        so none of them may inherit it: their sync_to_async calls would fail.
+        """
+        return self.loop.create_task(work, context=contextvars.Context())
 
     async def _start(self) -> None:
         delay = 0.2
@@ -134,7 +146,7 @@ class _Node:
                 log.warning("layer: broker unreachable (%s); retrying in %.1fs", exc, delay)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 5.0)
-        self._sweeper = self.loop.create_task(self._sweep_forever())
+        self._sweeper = self._own_task(self._sweep_forever())
 
     async def _connect(self) -> None:
         layer = self.layer
@@ -172,9 +184,16 @@ class _Node:
         RECONNECTS.inc()
         log.warning("layer: reconnected to the broker; queue and bindings restored")
         for listener in self.layer.reconnect_listeners:
-            task: asyncio.Task[None] = asyncio.ensure_future(listener(), loop=self.loop)
+            task = self._own_task(self._listen(listener))
             self._background.add(task)
             task.add_done_callback(self._background.discard)
+
+    @staticmethod
+    async def _listen(listener: Callable[[], Coroutine[Any, Any, None]]) -> None:
+        try:
+            await listener()
+        except Exception:
+            log.exception("layer: reconnect listener %s failed", listener)
 
     async def close(self) -> None:
         if self._started is not None and not self._started.done():

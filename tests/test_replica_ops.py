@@ -134,6 +134,9 @@ async def test_rooms_get_their_state_again_after_the_broker_returns(
 ) -> None:
     """Broadcasts in flight during an outage are lost (at most once); after the
     layer reconnects the replica re-sends every room it serves its state."""
+    # A load balancer's readiness probe is the first to use the layer, as in a
+    # fleet; the re-send must not depend on that probe's request context.
+    assert (await asyncio.to_thread(get_json, f"{rabbit_replica.url}/readyz"))[0] == 200
     client = await GameClient.open(f"{rabbit_replica.ws_url}/ws/game/heal-room", "c")
     try:
         await client.next("state")

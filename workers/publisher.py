@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import json
 import logging
 from typing import Any
@@ -51,7 +52,11 @@ class JobPublisher:
         loop = asyncio.get_running_loop()
         task = self._ready.get(loop)
         if task is None or (task.done() and task.exception() is not None):
-            task = self._ready[loop] = loop.create_task(self._open(loop))
+            # The connection outlives the request that first publishes: keep it
+            # out of that request's context (see layer.rabbitmq._Node._own_task).
+            task = self._ready[loop] = loop.create_task(
+                self._open(loop), context=contextvars.Context()
+            )
         return await asyncio.shield(task)
 
     async def publish(self, kind: str, payload: dict[str, Any], *, key: str) -> None:

@@ -12,12 +12,14 @@ from __future__ import annotations
 import asyncio
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from asgiref.sync import async_to_sync, sync_to_async
 from channels.layers import BaseChannelLayer, InMemoryChannelLayer
 from prometheus_client import REGISTRY
 
@@ -294,6 +296,33 @@ async def test_groups_deliver_again_after_a_broker_restart(
         assert time.monotonic() < deadline, "groups did not deliver within 10 s of the broker"
     assert time.monotonic() - back < 10
     assert (REGISTRY.get_sample_value("tictac_layer_reconnects_total") or 0.0) >= reconnects + 2
+
+
+async def test_reconnect_listeners_outlive_the_request_that_started_the_layer(
+    rabbit: RabbitMQChannelLayer,
+) -> None:
+    """Django runs an async view through async_to_sync when a middleware is sync; if such
+    a request (a /readyz probe) is the first to use the layer, the layer's tasks must not
+    inherit that request's thread executor, which is gone once the request ends. A
+    listener that reads the database after a reconnect must still reach it."""
+
+    def probe_from_sync_code() -> None:
+        async_to_sync(rabbit.ping)()
+
+    await sync_to_async(probe_from_sync_code)()
+    read: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+
+    async def listener() -> None:
+        try:
+            read.set_result(await sync_to_async(threading.get_ident)())
+        except BaseException as exc:
+            read.set_exception(exc)
+            raise
+
+    rabbit.on_reconnect(listener)
+    with broker_stopped():
+        await asyncio.sleep(0.5)
+    assert isinstance(await asyncio.wait_for(read, 30), int)
 
 
 async def test_publish_gives_up_after_publish_timeout_while_the_broker_is_down() -> None:
