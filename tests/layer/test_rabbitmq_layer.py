@@ -18,6 +18,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+import aiormq
 import pytest
 from asgiref.sync import async_to_sync, sync_to_async
 from channels.layers import BaseChannelLayer, InMemoryChannelLayer
@@ -264,6 +265,26 @@ async def test_large_capacity_still_delivers(rabbit: RabbitMQChannelLayer) -> No
 
 async def test_ping_makes_a_round_trip_through_the_broker(rabbit: RabbitMQChannelLayer) -> None:
     await asyncio.wait_for(rabbit.ping(), 5)
+
+
+async def test_a_channel_error_does_not_stop_delivery(rabbit: RabbitMQChannelLayer) -> None:
+    """The broker closes an AMQP channel on a channel-level error (here: a publish to an
+    exchange that does not exist). aio-pika reopens it; the layer's own consumer on
+    that channel must come back with it, or the process would stop hearing its groups."""
+    channel = await rabbit.new_channel()
+    await rabbit.group_add("room.reopen", channel)
+    node = rabbit._node()
+    broken = node.underlay
+    assert broken is not None
+    with pytest.raises(aiormq.exceptions.ChannelNotFoundEntity):
+        await broken.basic_publish(b"x", exchange="tictac.no-such-exchange", routing_key="r")
+    deadline = time.monotonic() + 10
+    while True:
+        await rabbit.group_send("room.reopen", {"type": "after"})
+        if {"type": "after"} in await drain(rabbit, channel, wait=0.5):
+            break
+        assert time.monotonic() < deadline, "no delivery within 10 s of the channel error"
+    assert node.underlay is not broken
 
 
 # --- broker outage ----------------------------------------------------------------------
