@@ -122,7 +122,7 @@ class _Node:
         self.queue: AbstractQueue | None = None
         # The AMQP channel under `channel` while it is open and restored (None
         # while the connection is down or restoring): the hot path publishes on it.
-        self.underlay: aiormq.abc.AbstractChannel | None = None
+        self.underlay: aiormq.Channel | None = None
         self._sent = 0  # numbers the messages (AMQP message_id)
         self._started: asyncio.Task[None] | None = None
         self._sweeper: asyncio.Task[None] | None = None
@@ -202,6 +202,7 @@ class _Node:
         consumer is ours to restore: it is, here, on every reopen.
         """
         underlay = await channel.get_underlay_channel()
+        assert isinstance(underlay, aiormq.Channel)
         await underlay.basic_consume(self.queue_name, self._on_message, no_ack=True)
         self.underlay = underlay
 
