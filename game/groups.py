@@ -56,7 +56,10 @@ async def _presence_flush(code: str) -> None:
     finally:
         # Forget before reading: a change after the read schedules a new broadcast.
         _presence_pending.pop(code, None)
-    await broadcast_state(code)
+    try:
+        await broadcast_state(code)
+    except Exception:  # the broker is away: the re-send after it returns heals presence
+        log.exception("room %s: presence broadcast failed", code)
 
 
 def presence_pending() -> list[asyncio.Task[None]]:

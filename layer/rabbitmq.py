@@ -265,6 +265,9 @@ class _Node:
                     timeout=self.layer.publish_timeout,
                     wait=False,  # the confirm below implies the frame was written
                 )
+            except TimeoutError as exc:  # no confirm within publish_timeout: a hung broker
+                DROPPED.labels("unavailable").inc()
+                raise LayerUnavailable(f"broker unavailable: no confirm in time ({exc})") from exc
             except BROKER_DOWN:
                 pass  # the connection went away under us: wait for it below
             else:
