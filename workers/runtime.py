@@ -9,6 +9,7 @@
   for a message that cannot be decoded or names no known kind, it goes to the
   dead-letter queue with the error in its headers. Either way the original is
   acknowledged, so a poison message never blocks the queue.
+- Started while the broker is away, a worker waits for it (backoff up to 10 s).
 - SIGTERM: stop taking jobs, finish the ones in hand (up to `grace` seconds),
   then close; anything still unacked is redelivered elsewhere.
 """
@@ -24,7 +25,12 @@ from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 import aio_pika
-from aio_pika.abc import AbstractChannel, AbstractIncomingMessage, AbstractQueue
+from aio_pika.abc import (
+    AbstractChannel,
+    AbstractIncomingMessage,
+    AbstractQueue,
+    AbstractRobustConnection,
+)
 from prometheus_client import Counter, Gauge, Histogram
 
 from . import topology
@@ -42,6 +48,10 @@ JOB_SECONDS = Histogram(
 )
 QUEUE_DEPTH = Gauge("tictac_jobs_queue_depth", "Messages ready in a job queue", ["queue"])
 IN_HAND = Gauge("tictac_jobs_in_hand", "Jobs this worker is handling now")
+
+
+# Errors that mean "the broker is not there (yet)" at connection time.
+BROKER_DOWN = (aio_pika.exceptions.AMQPConnectionError, ConnectionError, OSError)
 
 
 class PoisonMessage(Exception):
@@ -71,7 +81,10 @@ class Worker:
         self._tasks: set[asyncio.Task[None]] = set()
 
     async def run(self, stop: asyncio.Event) -> None:
-        connection = await aio_pika.connect_robust(self.url)
+        connection = await self._connect(stop)
+        if connection is None:  # stopped before the broker ever answered
+            log.info("worker stopped before it could connect")
+            return
         try:
             channel = self.channel = await connection.channel(publisher_confirms=True)
             await channel.set_qos(prefetch_count=self.concurrency)
@@ -91,6 +104,21 @@ class Worker:
         finally:
             await connection.close()
         log.info("worker stopped")
+
+    async def _connect(self, stop: asyncio.Event) -> AbstractRobustConnection | None:
+        """Connect, waiting for the broker if it is not there yet (a worker may start
+        before RabbitMQ does, or during its restart); None if stopped meanwhile.
+        Once connected, aio-pika's robust connection handles later outages."""
+        delay = 0.5
+        while not stop.is_set():
+            try:
+                return await aio_pika.connect_robust(self.url)
+            except BROKER_DOWN as exc:
+                log.warning("worker: broker unreachable (%s); retrying in %.1fs", exc, delay)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), delay)
+                delay = min(delay * 2, 10.0)
+        return None
 
     async def _chores(self, queue: AbstractQueue, stop: asyncio.Event) -> None:
         """Queue depth gauge and the handlers' periodic sweep."""
