@@ -201,9 +201,15 @@ class _Node:
         IncomingMessage (about a sixth of the layer's CPU per delivery), so this
         consumer is ours to restore: it is, here, on every reopen.
         """
-        underlay = await channel.get_underlay_channel()
-        assert isinstance(underlay, aiormq.Channel)
-        await underlay.basic_consume(self.queue_name, self._on_message, no_ack=True)
+        try:
+            underlay = await channel.get_underlay_channel()
+            assert isinstance(underlay, aiormq.Channel)
+            await underlay.basic_consume(self.queue_name, self._on_message, no_ack=True)
+        except Exception:
+            # aio-pika swallows a reopen callback's error: say it. The channel is
+            # broken if this fails, so its next reopen calls us again.
+            log.exception("layer: could not consume %s after a reopen", self.queue_name)
+            raise
         self.underlay = underlay
 
     def _on_connection_lost(self, *_: Any) -> None:
