@@ -415,6 +415,7 @@ class Pairing:
 
 
 MATCH_LINE_LOCK = 0x7A1C7AC  # advisory lock key of the quick-match line
+MATCH_PAIR_LOCK = 0x7A1C7AD  # advisory lock key taken by whoever pairs the line
 
 
 def match_request(*, name: str, channel_name: str) -> int:
@@ -439,17 +440,20 @@ def match_cancel(*, channel_name: str) -> int:
 def match_pair(*, limit: int = 500) -> int:
     """Pair waiting tickets two by two in arrival order, each pair in a new room.
 
-    Several workers may run this at once: the oldest two unlocked tickets are
-    locked (`skip_locked`), so concurrent pairers take disjoint pairs and the
-    line order holds. Returns the number of rooms made.
+    Several workers may run this at once. Each pair is made under one advisory
+    lock on PostgreSQL, so pairers take turns: row locks with `skip_locked` alone
+    interleave (one pairer locks ticket 1, another skips it and locks 2, and the
+    line pairs as (1, 3), (2, 4)). The oldest two are locked plainly, so a ticket
+    being cancelled is waited for, not skipped. Returns the number of rooms made.
     """
     made = 0
     while made < limit:
         with transaction.atomic():
+            if connection.vendor == "postgresql":
+                with connection.cursor() as cursor:
+                    cursor.execute("SELECT pg_advisory_xact_lock(%s)", [MATCH_PAIR_LOCK])
             pair = list(
-                MatchTicket.objects.select_for_update(skip_locked=True)
-                .filter(room__isnull=True)
-                .order_by("id")[:2]
+                MatchTicket.objects.select_for_update().filter(room__isnull=True).order_by("id")[:2]
             )
             if len(pair) < 2:
                 return made

@@ -20,12 +20,13 @@ from dataclasses import dataclass
 from functools import partial
 from typing import Any, TypeVar
 
+import psycopg
 import pytest
 from django.db import connection
 
 from game import rules, services
 from game.exceptions import GameError
-from game.models import Connection, Room
+from game.models import Connection, MatchTicket, Room
 from game.rules import Mark
 from game.selectors import room_state
 from game.services import SeatGrant
@@ -367,3 +368,64 @@ def test_racing_bot_play_moves_exactly_once_per_turn(window: str, cas_log: CasLo
     state = room_state(code)
     assert state is not None
     assert state["players"]["O"] is not None
+
+
+# --- quick match ----------------------------------------------------------------------
+
+
+def test_racing_pairers_keep_the_line_in_arrival_order() -> None:
+    """Several workers pair at once (every `match.pair` job runs `match_pair`): the
+    line is still paired two by two in ticket order, each ticket exactly once.
+    (Row locks with skip_locked alone interleave: one pairer locks 1, another
+    skips it and locks 2, and the line pairs as (1, 3), (2, 4).)"""
+    require_postgres()
+    for round_ in range(30):
+        MatchTicket.objects.all().delete()
+        tickets = [
+            services.match_request(name=f"p{i}", channel_name=f"line-{round_}-{i}")
+            for i in range(40)
+        ]
+        made = race([services.match_pair] * RACERS)
+        assert sum(count for count in made if isinstance(count, int)) == 20, made
+        rooms = dict(MatchTicket.objects.filter(id__in=tickets).values_list("id", "room_id"))
+        pairs = [(rooms[a], rooms[b]) for a, b in zip(tickets[::2], tickets[1::2], strict=True)]
+        assert all(first is not None and first == second for first, second in pairs), pairs
+        assert len({room for room, _ in pairs}) == 20
+
+
+def test_a_pairer_waits_for_a_locked_ticket_instead_of_skipping_it() -> None:
+    """Another transaction holds the oldest ticket (a pairer mid-statement, a cancel):
+    pairing waits for it, then pairs the line in order (skipping it would pair 2 with 3)."""
+    require_postgres()
+    MatchTicket.objects.all().delete()
+    tickets = [services.match_request(name=f"p{i}", channel_name=f"held-{i}") for i in range(6)]
+    holder = psycopg.connect(_dsn())
+    try:
+        holder.execute("SELECT id FROM game_matchticket WHERE id = %s FOR UPDATE", [tickets[0]])
+
+        def pair() -> None:
+            try:
+                services.match_pair()
+            finally:
+                connection.close()
+
+        pairing = threading.Thread(target=pair)
+        pairing.start()
+        time.sleep(0.5)
+        assert pairing.is_alive()  # waiting for the held ticket, not pairing around it
+        holder.rollback()
+        pairing.join(RACE_TIMEOUT)
+        assert not pairing.is_alive()
+    finally:
+        holder.close()
+    rooms = dict(MatchTicket.objects.filter(id__in=tickets).values_list("id", "room_id"))
+    pairs = [(rooms[a], rooms[b]) for a, b in zip(tickets[::2], tickets[1::2], strict=True)]
+    assert all(first is not None and first == second for first, second in pairs), pairs
+
+
+def _dsn() -> str:
+    db = connection.settings_dict  # the test database pytest-django made
+    return (
+        f"host={db['HOST']} port={db['PORT'] or 5432} dbname={db['NAME']} "
+        f"user={db['USER']} password={db['PASSWORD']}"
+    )
