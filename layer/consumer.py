@@ -10,7 +10,9 @@ with py-spy on a replica relaying 2,000 deliveries/s: about a third of its CPU):
 `LeanDispatchMixin` keeps the same semantics (one message handled at a time,
 in arrival order per source, handlers named after the message type,
 `StopConsumer` ends the consumer) with two long-lived reader tasks feeding a
-one-slot queue, so both sources keep their backpressure. It skips the
+one-slot mailbox, so both sources keep their backpressure. The mailbox does
+what `asyncio.Queue(maxsize=1)` would, without its three deques: about 2 KiB
+less per idle socket (tracemalloc). It skips the
 per-message connection cleanup: code that uses the ORM must go through
 `database_sync_to_async`, which closes stale connections around every call.
 """
@@ -29,6 +31,54 @@ from channels.layers import get_channel_layer
 Source = Callable[[], Awaitable[dict[str, Any]]]
 
 
+class _Mailbox:
+    """One message at a time from the readers (putters) to the consumer (the getter)."""
+
+    __slots__ = ("_full", "_getter", "_item", "_loop", "_putters")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+        self._item: Any = None
+        self._full = False
+        self._getter: asyncio.Future[None] | None = None
+        self._putters: list[asyncio.Future[None]] = []
+
+    async def put(self, item: Any) -> None:
+        while self._full:
+            waiter = self._loop.create_future()
+            self._putters.append(waiter)
+            try:
+                await waiter
+            except BaseException:
+                if waiter in self._putters:
+                    self._putters.remove(waiter)
+                elif not self._full:
+                    self._wake_putter()  # woken, then cancelled: pass the turn on
+                raise
+        self._item, self._full = item, True
+        getter = self._getter
+        if getter is not None and not getter.done():
+            getter.set_result(None)
+
+    async def get(self) -> Any:
+        while not self._full:
+            self._getter = self._loop.create_future()
+            try:
+                await self._getter
+            finally:
+                self._getter = None
+        item, self._item, self._full = self._item, None, False
+        self._wake_putter()
+        return item
+
+    def _wake_putter(self) -> None:
+        while self._putters:
+            waiter = self._putters.pop(0)
+            if not waiter.done():
+                waiter.set_result(None)
+                return
+
+
 class LeanDispatchMixin:
     channel_layer_alias: str
     channel_layer: Any
@@ -45,7 +95,7 @@ class LeanDispatchMixin:
             self.channel_name = await self.channel_layer.new_channel()
             layer, name = self.channel_layer, self.channel_name
             sources.append(lambda: layer.receive(name))
-        inbox: asyncio.Queue[dict[str, Any] | BaseException] = asyncio.Queue(maxsize=1)
+        inbox = _Mailbox(asyncio.get_running_loop())
 
         async def pump(source: Source) -> None:
             try:
