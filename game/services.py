@@ -418,14 +418,20 @@ MATCH_LINE_LOCK = 0x7A1C7AC  # advisory lock key of the quick-match line
 MATCH_PAIR_LOCK = 0x7A1C7AD  # advisory lock key taken by whoever pairs the line
 
 
+def _take_turns(key: int) -> None:
+    """Hold PostgreSQL advisory lock `key` until the transaction ends (SQLite already
+    runs one writer at a time)."""
+    if connection.vendor == "postgresql":
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT pg_advisory_xact_lock(%s)", [key])
+
+
 def match_request(*, name: str, channel_name: str) -> int:
     """A player asks to be paired; the ticket's id is its place in the line."""
     with transaction.atomic():
-        if connection.vendor == "postgresql":
-            # Serialize ticket inserts so ids commit in id order: a pairer then never
-            # sees ticket n+1 before ticket n and the line keeps arrival order.
-            with connection.cursor() as cursor:
-                cursor.execute("SELECT pg_advisory_xact_lock(%s)", [MATCH_LINE_LOCK])
+        # Serialize ticket inserts so ids commit in id order: a pairer then never
+        # sees ticket n+1 before ticket n and the line keeps arrival order.
+        _take_turns(MATCH_LINE_LOCK)
         waiting = MatchTicket.objects.filter(channel_name=channel_name, room__isnull=True).first()
         if waiting is not None:
             return waiting.id
@@ -449,9 +455,7 @@ def match_pair(*, limit: int = 500) -> int:
     made = 0
     while made < limit:
         with transaction.atomic():
-            if connection.vendor == "postgresql":
-                with connection.cursor() as cursor:
-                    cursor.execute("SELECT pg_advisory_xact_lock(%s)", [MATCH_PAIR_LOCK])
+            _take_turns(MATCH_PAIR_LOCK)
             pair = list(
                 MatchTicket.objects.select_for_update().filter(room__isnull=True).order_by("id")[:2]
             )

@@ -253,65 +253,62 @@ class _Node:
         return await asyncio.shield(task)
 
     async def publish(self, kind: str, routing_key: str, body: bytes, *, to_group: bool) -> None:
+        try:
+            await self._publish(kind, routing_key, body, to_group=to_group)
+        except LayerUnavailable:
+            DROPPED.labels("unavailable").inc()
+            raise
+
+    async def _publish(self, kind: str, routing_key: str, body: bytes, *, to_group: bool) -> None:
+        exchange = self.layer.group_exchange if to_group else ""
         underlay = self.underlay
         if underlay is not None and not underlay.is_closed:
             # Hot path: straight onto the open AMQP channel, in the caller's task.
             # aiormq's basic_publish is cancellation-safe on its own (a publish
             # cancelled before it is written is rolled back; after, it stands).
-            self._sent += 1
-            begun = time.perf_counter()
             try:
-                await underlay.basic_publish(
-                    body,
-                    exchange=self.layer.group_exchange if to_group else "",
-                    routing_key=routing_key,
-                    properties=aiormq.spec.Basic.Properties(
-                        delivery_mode=1, message_id=str(self._sent)
-                    ),
-                    timeout=self.layer.publish_timeout,
-                    wait=False,  # the confirm below implies the frame was written
-                )
-            except TimeoutError as exc:  # no confirm within publish_timeout: a hung broker
-                DROPPED.labels("unavailable").inc()
-                raise LayerUnavailable(f"broker unavailable: no confirm in time ({exc})") from exc
+                await self._send(underlay, kind, exchange, routing_key, body)
+                return
             except BROKER_DOWN:
                 pass  # the connection went away under us: wait for it below
-            else:
-                PUBLISH_SECONDS.observe(time.perf_counter() - begun)
-                PUBLISHED.labels(kind).inc()
-                return
 
-        async def attempt() -> None:
-            deadline = self.loop.time() + self.layer.publish_timeout
+        async def when_back() -> None:
             await self.started()
-            message = aio_pika.Message(body, delivery_mode=aio_pika.DeliveryMode.NOT_PERSISTENT)
-            while True:
-                assert self.channel is not None
-                assert self.exchange is not None
-                exchange = self.exchange if to_group else self.channel.default_exchange
-                begun = time.perf_counter()
-                try:
-                    # After a reconnect the connection is up before our queue and
-                    # bindings are restored; a publish in between would be routed
-                    # nowhere. Wait for the channel's restore, within the deadline.
-                    await asyncio.wait_for(
-                        self.channel.ready(),  # type: ignore[attr-defined]
-                        max(0.01, deadline - self.loop.time()),
-                    )
-                    await exchange.publish(
-                        message, routing_key, mandatory=False, timeout=self.layer.publish_timeout
-                    )
-                except (*BROKER_DOWN, TimeoutError) as exc:
-                    if self.loop.time() >= deadline:
-                        DROPPED.labels("unavailable").inc()
-                        raise LayerUnavailable(f"broker unavailable: {exc}") from exc
-                    await asyncio.sleep(0.2)
-                    continue
-                PUBLISH_SECONDS.observe(time.perf_counter() - begun)
-                PUBLISHED.labels(kind).inc()
-                return
+            await self._retry(
+                lambda: self._send(self._live_underlay(), kind, exchange, routing_key, body)
+            )
 
-        await self.shielded(attempt)
+        await self.shielded(when_back)
+
+    def _live_underlay(self) -> aiormq.Channel:
+        """The open, restored AMQP channel. `underlay` is set only once the queue and
+        its bindings are restored after a reopen, so a publish made between a
+        reconnect and the restore is not routed nowhere: it waits."""
+        underlay = self.underlay
+        if underlay is None or underlay.is_closed:
+            raise aio_pika.exceptions.ChannelInvalidStateError("the channel is being restored")
+        return underlay
+
+    async def _send(
+        self, underlay: aiormq.Channel, kind: str, exchange: str, routing_key: str, body: bytes
+    ) -> None:
+        self._sent += 1
+        begun = time.perf_counter()
+        try:
+            await underlay.basic_publish(
+                body,
+                exchange=exchange,
+                routing_key=routing_key,
+                properties=aiormq.spec.Basic.Properties(
+                    delivery_mode=1, message_id=str(self._sent)
+                ),
+                timeout=self.layer.publish_timeout,
+                wait=False,  # the confirm awaited here implies the frame was written
+            )
+        except TimeoutError as exc:  # no confirm within publish_timeout: a hung broker
+            raise LayerUnavailable(f"broker unavailable: no confirm in time ({exc})") from exc
+        PUBLISH_SECONDS.observe(time.perf_counter() - begun)
+        PUBLISHED.labels(kind).inc()
 
     async def reconcile(self, group: str) -> None:
         """Make the broker binding for `group` match whether we have local members."""
