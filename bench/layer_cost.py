@@ -11,8 +11,9 @@ those, run it twice under callgrind and take the difference per send:
     valgrind ... -m bench.layer_cost 1500
     (I(1500) - I(500)) / 1000 = instructions per group_send
 
-Measured that way on 2026-11-26: 1,305,775 at 0cadd34 (aio-pika Message/Exchange,
-a shielded task per publish, aio-pika IncomingMessage), 817,061 at the lean hot path.
+Measured on 2026-11-26 with the scratch script this file grew from (same layer,
+same workload): 1,305,775 at 0cadd34 (aio-pika Message/Exchange, a shielded task
+per publish, aio-pika IncomingMessage), 817,061 at the lean hot path.
 """
 
 from __future__ import annotations
