@@ -103,7 +103,7 @@ test-sqlite: setup browser-deps haproxy-deps k8s-tools loadtest-venv
 	$(BIN)/pytest -m "not postgres"
 
 test-postgres: setup
-	DATABASE_URL=$(POSTGRES_TEST_URL) $(BIN)/pytest tests/test_services.py tests/test_consumer.py tests/test_concurrency.py
+	DATABASE_URL=$(POSTGRES_TEST_URL) $(BIN)/pytest tests/test_services.py tests/test_consumer.py tests/test_concurrency.py tests/test_pg_fast_path.py
 
 # The consumer suite again with the RabbitMQ channel layer instead of the in-memory one.
 test-rabbitmq: setup

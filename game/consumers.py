@@ -11,10 +11,10 @@ from django.conf import settings
 
 from layer.consumer import LeanDispatchMixin
 
-from . import drain, jobs, metrics, services
-from .aio import call, call_then_read, read_state
+from . import drain, groups, jobs, metrics, play, services
+from .aio import call
 from .exceptions import GameError
-from .groups import broadcast_text, local_rooms, presence_changed, room_group
+from .groups import broadcast_row, broadcast_text, local_rooms, presence_changed, room_group
 from .protocol import (
     PROTOCOL_VERSION,
     Bot,
@@ -26,14 +26,15 @@ from .protocol import (
     QuickMatch,
     Relay,
     Simple,
-    StateMessage,
     encode,
     error_frame,
     parse,
 )
 from .ratelimit import RateLimiter, Verdict
 from .replica import replica_id, replica_name
+from .rooms import Applied
 from .rules import Mark
+from .selectors import state_of
 
 log = logging.getLogger(__name__)
 
@@ -62,18 +63,16 @@ class GameRoom(LeanDispatchMixin, AsyncWebsocketConsumer):  # type: ignore[misc]
             await self.accept()
             await self.close_with(drain.CLOSE_DRAINING)
             return
-        # One hop to the database: register the socket and read the room.
-        _, state = await call_then_read(
-            services.connection_open,
-            code=self.room,
-            channel_name=self.channel_name,
-            replica=replica_id(),
+        # One statement (PostgreSQL) or one thread hop: register the socket, read the room.
+        row, presence = await play.open_connection(
+            code=self.room, channel_name=self.channel_name, replica=replica_id()
         )
         self.registered = True
         drain.register(self)
         metrics.CONNECTIONS.inc()
         local_rooms[self.room] += 1
         metrics.ROOMS.set(len(local_rooms))
+        groups.remember(row, presence)
         # Join the group before accepting: `welcome` promises broadcasts already flow.
         await self.channel_layer.group_add(self.group, self.channel_name)
         await self.accept()
@@ -88,7 +87,7 @@ class GameRoom(LeanDispatchMixin, AsyncWebsocketConsumer):  # type: ignore[misc]
             )
         )
         # Read before group_add, so a broadcast may overtake it: clients keep the highest version.
-        await self.send(text_data=encode(state))
+        await self.send(text_data=encode(state_of(row, presence)))
         presence_changed(self.room)  # the spectator count grew
 
     async def disconnect(self, code: int) -> None:
@@ -101,9 +100,10 @@ class GameRoom(LeanDispatchMixin, AsyncWebsocketConsumer):  # type: ignore[misc]
         local_rooms[self.room] -= 1
         if local_rooms[self.room] <= 0:
             del local_rooms[self.room]
+            groups.known.pop(self.room, None)
         metrics.ROOMS.set(len(local_rooms))
         await self.channel_layer.group_discard(self.group, self.channel_name)
-        if await call(services.connection_close, channel_name=self.channel_name):
+        if await play.close_connection(channel_name=self.channel_name):
             presence_changed(self.room)
 
     # --- frames from the client ----------------------------------------------
@@ -158,36 +158,50 @@ class GameRoom(LeanDispatchMixin, AsyncWebsocketConsumer):  # type: ignore[misc]
     async def handle(self, message: ClientMessage) -> None:
         match message:
             case Move(cell=cell, version=version):
-                await self.changed(
-                    services.move_play, moved=True, mark=self.mark, cell=cell, version=version
+                known = groups.known_row(self.room)
+                await self.publish(
+                    await play.move(
+                        code=self.room, mark=self.mark, cell=cell, version=version, known=known
+                    )
                 )
             case Relay(data=data):
                 await broadcast_text(self.room, "game.relay", encode({"payload": data}))
             case Join(name=name, token=token):
-                grant, state = await call_then_read(
-                    services.seat_join,
+                applied = await play.join(
                     code=self.room,
                     channel_name=self.channel_name,
                     held=self.mark,
                     name=name,
                     token=token,
                 )
-                self.mark, self.name = grant.mark, grant.name
+                mark = applied.write.seat
+                assert mark is not None
+                self.mark, self.name = mark, applied.row.seat(mark).name
                 await self.send(
-                    text_data=encode({"type": "joined", "mark": grant.mark, "token": grant.token})
+                    text_data=encode({"type": "joined", "mark": mark, "token": applied.write.token})
                 )
-                await self.publish(state)
+                # This socket now counts for its seat, no longer as a spectator.
+                presence = groups.known_presence(self.room).seated(mark)
+                await broadcast_row(applied.row, presence)
+                await jobs.after_write(applied, presence)
             case Chat(text=text):
                 if self.mark is None:
                     raise GameError("not_joined")
                 chat = {"type": "chat", "mark": self.mark, "name": self.name, "text": text}
                 await broadcast_text(self.room, "game.chat", encode(chat))
             case Simple(type="rematch"):
-                await self.changed(services.rematch_request, mark=self.mark)
+                known = groups.known_row(self.room)
+                await self.publish(await play.rematch(code=self.room, mark=self.mark, known=known))
             case Bot(level=level):
-                await self.changed(services.bot_invite, held=self.mark, level=level)
+                known = groups.known_row(self.room)
+                await self.publish(
+                    await play.invite_bot(code=self.room, held=self.mark, level=level, known=known)
+                )
             case Simple(type="sync"):
-                await self.send(text_data=encode(await read_state(self.room)))
+                found = await play.view(self.room)
+                if found is not None:
+                    groups.remember(*found)
+                    await self.send(text_data=encode(state_of(*found)))
             case Ping(t=t):
                 await self.send(text_data=encode({"type": "pong", "t": t}))
             case QuickMatch(name=name):
@@ -197,20 +211,17 @@ class GameRoom(LeanDispatchMixin, AsyncWebsocketConsumer):  # type: ignore[misc]
                 await self.send(text_data=encode({"type": "matching", "ticket": ticket}))
                 await jobs.dispatch(jobs.MATCH_PAIR, {}, key=f"match:{ticket}")
 
-    async def changed(self, service: Any, *, moved: bool = False, **kwargs: Any) -> None:
-        """Apply a service to this room, then send the room its new state."""
-        _, state = await call_then_read(service, code=self.room, **kwargs)
-        await self.publish(state, moved=moved)
-
-    async def publish(self, state: StateMessage | None, *, moved: bool = False) -> None:
-        if state is None:
+    async def publish(self, applied: Applied) -> None:
+        """Send the room the state a write left, then the jobs that follow from it."""
+        if not applied.changed:
             return
-        await broadcast_text(self.room, "game.state", encode(state))
-        await jobs.after_state(state, moved=moved)
+        await broadcast_row(applied.row)
+        await jobs.after_write(applied, groups.known_presence(self.room))
 
     # --- group events: pre-encoded frames, forwarded as they are --------------
 
     async def game_state(self, event: dict[str, Any]) -> None:
+        groups.observe(event)
         metrics.OUT_STATE.inc()
         await self.send(text_data=event["text"])
 

@@ -6,13 +6,16 @@ import asyncio
 import logging
 import time
 from collections import Counter
+from typing import Any
 
 from channels.layers import get_channel_layer
 from django.conf import settings
 
-from .aio import read_state
+from . import play
 from .metrics import GROUP_SEND_SECONDS
 from .protocol import encode
+from .rooms import Presence, RoomRow
+from .selectors import state_of
 
 log = logging.getLogger(__name__)
 
@@ -30,10 +33,68 @@ async def broadcast_text(code: str, event_type: str, text: str) -> None:
     GROUP_SEND_SECONDS.observe(time.perf_counter() - started)
 
 
+# --- what this replica knows of the rooms it serves -----------------------------------
+# Every `state` a replica sends or receives carries the room row (without seat
+# tokens) and its presence; the replica keeps the newest per room it serves, so
+# a move is planned on it without reading the room first, and its `state`
+# carries presence without counting connections again.
+
+known: dict[str, tuple[RoomRow, Presence]] = {}
+
+
+def remember(row: RoomRow, presence: Presence) -> None:
+    """Keep the newer of what we hold and `row` (the later one on a tie), for rooms
+    with members here."""
+    if row.code not in local_rooms:
+        return
+    held = known.get(row.code)
+    if held is None or held[0].version <= row.version:
+        known[row.code] = (row, presence)
+
+
+def known_row(code: str) -> RoomRow | None:
+    held = known.get(code)
+    return None if held is None else held[0]
+
+
+def known_presence(code: str) -> Presence:
+    held = known.get(code)
+    return Presence() if held is None else held[1]
+
+
+def observe(event: dict[str, Any]) -> None:
+    """A `game.state` event from any replica: keep its row if it is newer."""
+    values = event.get("row")
+    if values is None:
+        return
+    held = known.get(values[0])
+    if held is not None and held[0].version > values[1]:
+        return
+    x, o, spectators = event["presence"]
+    remember(RoomRow.from_public(values), Presence(x=x, o=o, spectators=spectators))
+
+
+async def broadcast_row(row: RoomRow, presence: Presence | None = None) -> None:
+    """Send every member of the room, on every replica, the room's `state`."""
+    if presence is None:
+        presence = known_presence(row.code)
+    remember(row, presence)
+    text = encode(state_of(row, presence))
+    layer = get_channel_layer()
+    assert layer is not None
+    started = time.perf_counter()
+    await layer.group_send(
+        room_group(row.code),
+        {"type": "game.state", "text": text, "row": row.public(), "presence": presence.public()},
+    )
+    GROUP_SEND_SECONDS.observe(time.perf_counter() - started)
+
+
 async def broadcast_state(code: str) -> None:
-    state = await read_state(code)
-    if state is not None:
-        await broadcast_text(code, "game.state", encode(state))
+    """Read the room and its presence now, and send it to the room."""
+    found = await play.view(code)
+    if found is not None:
+        await broadcast_row(*found)
 
 
 # --- presence broadcasts, coalesced --------------------------------------------------

@@ -17,10 +17,11 @@ from typing import Any
 from channels.layers import get_channel_layer
 from django.conf import settings
 
-from . import services
-from .aio import call, call_then_read
-from .groups import broadcast_text
-from .protocol import StateMessage, encode
+from . import play, services
+from .aio import call
+from .groups import broadcast_row, broadcast_state
+from .protocol import encode
+from .rooms import Applied, Presence, RoomRow
 
 log = logging.getLogger(__name__)
 
@@ -68,26 +69,23 @@ async def _run_here(kind: str, payload: dict[str, Any]) -> None:
         log.exception("job %s failed in process", kind)
 
 
-# --- what the consumer calls after a change ----------------------------------------
+# --- what follows a write ---------------------------------------------------------
 
 
-async def after_state(state: StateMessage, *, moved: bool) -> None:
-    """Jobs that follow a new state: a finished game, the computer's turn."""
-    if moved and state["status"] in ("won", "draw"):
-        key = services.result_key(state["room"], state["version"])
+async def after_write(applied: Applied, presence: Presence) -> None:
+    """Jobs a landed write calls for: count a finished game, let the computer move."""
+    key = applied.finished_key
+    if key is not None:
         await dispatch(GAME_FINISHED, {"key": key}, key=key)
-    if bot_due(state):
-        key = f"{state['room']}:{state['version']}"
-        payload = {"room": state["room"], "version": state["version"]}
-        await dispatch(BOT_MOVE, payload, key=key)
-
-
-def bot_due(state: StateMessage) -> bool:
-    turn = state["turn"]
-    if state["status"] != "playing" or turn is None:
-        return False
-    player = state["players"].get(turn)
-    return bool(player and player.get("bot"))
+    if applied.bot_due:
+        row = applied.row
+        payload = {
+            "room": row.code,
+            "version": row.version,
+            "row": list(row.public()),
+            "presence": list(presence.public()),
+        }
+        await dispatch(BOT_MOVE, payload, key=f"{row.code}:{row.version}")
 
 
 # --- handlers ----------------------------------------------------------------------
@@ -98,16 +96,28 @@ async def game_finished(payload: dict[str, Any]) -> None:
 
 
 async def bot_move(payload: dict[str, Any]) -> None:
-    """The computer moves for the turn at `version`, at most once (compare-and-swap)."""
+    """The computer moves for the turn at `version`, at most once (compare-and-swap).
+
+    The job carries the room as it was when the computer's turn came (and its
+    presence), so the move is one statement; a job from the sweep carries
+    neither and reads the room first.
+    """
     room, version = str(payload["room"]), payload["version"]
     if not isinstance(version, int):
         raise ValueError("version must be an integer")
+    known = RoomRow.from_public(payload["row"]) if "row" in payload else None
     await asyncio.sleep(settings.BOT_THINK_SECONDS)
-    moved, state = await call_then_read(services.bot_play, code=room, version=version)
-    if moved is None or state is None:
+    applied = await play.bot_move(code=room, version=version, known=known)
+    if applied is None:
         return
-    await broadcast_text(room, "game.state", encode(state))
-    await after_state(state, moved=True)
+    if "presence" in payload:
+        x, o, spectators = payload["presence"]
+        presence = Presence(x=x, o=o, spectators=spectators)
+        await broadcast_row(applied.row, presence)
+    else:
+        await broadcast_state(room)
+        presence = Presence()
+    await after_write(applied, presence)
 
 
 async def match_pair(payload: dict[str, Any]) -> None:

@@ -9,7 +9,7 @@ from typing import Any
 
 from channels.layers import get_channel_layer
 
-from . import replica
+from . import play, replica
 from .groups import rebroadcast_local_rooms
 
 log = logging.getLogger(__name__)
@@ -34,5 +34,6 @@ class Lifespan:
                     await task
                 with contextlib.suppress(Exception):
                     await replica.retire()
+                await play.close_store()
                 await send({"type": "lifespan.shutdown.complete"})
                 return

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from django.db import models
 
-EMPTY_BOARD_TEXT = "." * 9
+from .rooms import EMPTY_BOARD_TEXT
 
 
 class Room(models.Model):

@@ -12,54 +12,63 @@ from django.utils import timezone
 from . import rules
 from .models import Connection, LeaderboardEntry, Room
 from .protocol import PlayerInfo, StateMessage
-from .services import MARKS, as_mark, room_outcome, seat_of
+from .rooms import MARKS, Presence, RoomRow, as_mark
+from .services import row_of
 
 
-def presence_counts(code: str) -> dict[str, int]:
-    """Open connections per mark ("" = spectator), counting only live replicas."""
+def presence_of(code: str) -> Presence:
+    """Open connections per mark, counting only live replicas."""
     cutoff = timezone.now() - timedelta(seconds=settings.PRESENCE_TIMEOUT_SECONDS)
-    rows = (
+    rows = dict(
         Connection.objects.filter(room_id=code, replica__heartbeat_at__gte=cutoff)
         .values_list("mark")
         .annotate(n=Count("pk"))
     )
-    return dict(rows)
+    return Presence(x=rows.get("X", 0), o=rows.get("O", 0), spectators=rows.get("", 0))
 
 
-def state_of(room: Room, counts: dict[str, int]) -> StateMessage:
-    board, outcome, seated = room_outcome(room)
+def state_of(row: RoomRow, presence: Presence) -> StateMessage:
+    """The protocol's `state` of a room row with its presence."""
+    board = row.cells
+    outcome = rules.outcome(board)
     status: Literal["waiting", rules.Status] = (
-        "waiting" if not seated and outcome.status == "playing" else outcome.status
+        "waiting" if not row.seated and outcome.status == "playing" else outcome.status
     )
     players: dict[str, PlayerInfo | None] = {}
     for mark in MARKS:
-        seat = seat_of(room, mark)
+        seat = row.seat(mark)
         if seat.empty:
             players[mark] = None
         elif seat.bot:
             players[mark] = {"name": seat.name, "online": True, "bot": True}
         else:
-            players[mark] = {"name": seat.name, "online": counts.get(mark, 0) > 0}
+            players[mark] = {"name": seat.name, "online": presence.online(mark)}
     return {
         "type": "state",
-        "room": room.code,
-        "version": room.version,
+        "room": row.code,
+        "version": row.version,
         "board": list(board),
-        "turn": rules.to_move(board, as_mark(room.opener)) if status == "playing" else None,
+        "turn": rules.to_move(board, as_mark(row.opener)) if status == "playing" else None,
         "status": status,
         "winner": outcome.winner,
         "line": list(outcome.line) if outcome.line else None,
         "players": players,
-        "spectators": counts.get("", 0),
-        "rematch": [as_mark(mark) for mark in room.rematch],
+        "spectators": presence.spectators,
+        "rematch": [as_mark(mark) for mark in row.rematch],
     }
 
 
-def room_state(code: str) -> StateMessage | None:
+def room_view(code: str) -> tuple[RoomRow, Presence] | None:
+    """The room row and its presence, read now."""
     room = Room.objects.filter(code=code).first()
     if room is None:
         return None
-    return state_of(room, presence_counts(code))
+    return row_of(room), presence_of(code)
+
+
+def room_state(code: str) -> StateMessage | None:
+    view = room_view(code)
+    return None if view is None else state_of(*view)
 
 
 def leaderboard(*, limit: int = 20) -> list[dict[str, object]]:

@@ -1,29 +1,27 @@
-"""The only code that changes game rows.
+"""The ORM writers of game rows (the embedded SQLite path, the worker fleet's jobs).
 
-Every write runs in `transaction.atomic()` and applies only if the room's
-`version` is still the one it read (compare-and-swap), so any replica can take
-any move: of two racing writers one wins and the other re-reads and gets the
-error the new state calls for. Checks run in the order PROTOCOL.md gives.
+Seats, moves and new games are decided by the planners in `game/rooms.py`;
+this module reads the row, plans, and applies the write in one transaction only
+if the room's `version` is still the one it read (compare-and-swap), so any
+replica can take any move: of two racing writers one wins and the other
+re-reads and gets the error the new state calls for. On PostgreSQL the replicas
+take the same writes through `game/pgstore.py` instead, without the thread hop.
 """
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import secrets
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import TypeVar
 
 from django.db import connection, transaction
 from django.db.models import F
 from django.utils import timezone
 
-from . import rules
+from . import rooms, rules
 from .exceptions import GameError
 from .models import (
-    EMPTY_BOARD_TEXT,
     Connection,
     GameResult,
     LeaderboardEntry,
@@ -31,73 +29,103 @@ from .models import (
     Replica,
     Room,
 )
+from .rooms import (
+    BOT_NAME,
+    MARKS,
+    Applied,
+    RoomRow,
+    Write,
+    as_mark,
+    result_key,
+    seat_changes,
+    token_hash,
+)
 from .rules import Mark
 
-MARKS: tuple[Mark, Mark] = ("X", "O")
-BOT_NAME = "Computer"
+__all__ = ["BOT_NAME", "MARKS", "as_mark", "result_key", "token_hash"]
+
 CAS_ATTEMPTS = 50
 
-T = TypeVar("T")
 
-
-def as_mark(value: str) -> Mark:
-    """A mark read back from a row."""
-    if value == "X":
-        return "X"
-    if value == "O":
-        return "O"
-    raise ValueError(f"not a mark: {value!r}")
-
-
-def token_hash(token: str) -> str:
-    return hashlib.sha256(token.encode()).hexdigest()
-
-
-@dataclass(frozen=True, slots=True)
-class Seat:
-    name: str
-    token_hash: str
-    bot: str
-
-    @property
-    def empty(self) -> bool:
-        return not self.name
-
-
-def seat_of(room: Room, mark: Mark) -> Seat:
-    if mark == "X":
-        return Seat(room.x_name, room.x_token_hash, room.x_bot)
-    return Seat(room.o_name, room.o_token_hash, room.o_bot)
-
-
-def _seat_update(mark: Mark, *, name: str, token_hash: str = "", bot: str = "") -> dict[str, str]:
-    prefix = mark.lower()
-    return {f"{prefix}_name": name, f"{prefix}_token_hash": token_hash, f"{prefix}_bot": bot}
+def row_of(room: Room) -> RoomRow:
+    return RoomRow(
+        code=room.code,
+        version=room.version,
+        board=room.board,
+        opener=room.opener,
+        x_name=room.x_name,
+        x_token_hash=room.x_token_hash,
+        x_bot=room.x_bot,
+        o_name=room.o_name,
+        o_token_hash=room.o_token_hash,
+        o_bot=room.o_bot,
+        rematch=room.rematch,
+        games_started=room.games_started,
+    )
 
 
 def room_outcome(room: Room) -> tuple[rules.Board, rules.Outcome, bool]:
     """(board, outcome, both seats taken) for a room row."""
-    board = rules.board_from_str(room.board)
-    seated = not seat_of(room, "X").empty and not seat_of(room, "O").empty
-    return board, rules.outcome(board), seated
+    row = row_of(room)
+    return row.cells, row.outcome, row.seated
 
 
-def _cas(room: Room, **changes: object) -> bool:
-    """Apply `changes` and bump the version iff nobody changed the room since it was read."""
-    updated = Room.objects.filter(code=room.code, version=room.version).update(
-        version=F("version") + 1, updated_at=timezone.now(), **changes
-    )
-    return updated == 1
+def read_row(code: str) -> RoomRow:
+    return row_of(Room.objects.get(code=code))
 
 
-def _with_retries(attempt: Callable[[], T | None]) -> T:
-    """Run one read-check-CAS attempt until it is not beaten by a concurrent writer."""
+def _apply(row: RoomRow, write: Write, *, channel_name: str | None) -> bool:
+    """Apply `write` iff the room is still at `row.version` (and request list, for a
+    rematch request); record the finished game and the connection's seat with it."""
+    if write.changes or write.bump:
+        rows = Room.objects.filter(code=row.code, version=row.version)
+        if write.rematch_was is not None:
+            rows = rows.filter(rematch=write.rematch_was)
+        fields: dict[str, object] = dict(write.changes)
+        if write.bump:
+            fields["version"] = F("version") + 1
+            fields["updated_at"] = timezone.now()
+        if write.new_game:
+            fields["games_started"] = F("games_started") + 1
+        if rows.update(**fields) != 1:
+            return False
+    after = row.with_changes(write)
+    if write.finished is not None:
+        GameResult.objects.create(
+            key=result_key(row.code, after.version),
+            room_id=row.code,
+            x_name=after.x_name,
+            o_name=after.o_name,
+            x_bot=bool(after.x_bot),
+            o_bot=bool(after.o_bot),
+            winner=write.finished.winner or "",
+        )
+    if write.seat is not None and channel_name is not None:
+        Connection.objects.filter(channel_name=channel_name).update(mark=write.seat)
+    return True
+
+
+def act(
+    code: str, plan: Callable[[RoomRow], Write | None], *, channel_name: str | None = None
+) -> Applied | None:
+    """Read the room, plan, compare-and-swap; again while a concurrent writer beats us.
+
+    None when the planner finds nothing to do.
+    """
     for _ in range(CAS_ATTEMPTS):
         with transaction.atomic():
-            result = attempt()
-        if result is not None:
-            return result
+            row = read_row(code)
+            write = plan(row)
+            if write is None:
+                return None
+            if _apply(row, write, channel_name=channel_name):
+                return Applied(row.with_changes(write), write)
     raise RuntimeError("room kept changing under a writer; gave up")
+
+
+def _applied(applied: Applied | None) -> Applied:
+    assert applied is not None  # planners that never return None
+    return applied
 
 
 # --- connections and replicas -------------------------------------------------
@@ -148,7 +176,7 @@ def replica_retire(*, replica: str) -> list[str]:
     return rooms
 
 
-# --- seats --------------------------------------------------------------------
+# --- seats, moves and games -----------------------------------------------------
 
 
 @dataclass(frozen=True, slots=True)
@@ -158,140 +186,70 @@ class SeatGrant:
     token: str
 
 
+def seat_join_applied(
+    *, code: str, channel_name: str, held: Mark | None, name: str, token: str | None
+) -> Applied:
+    if held is not None:
+        raise GameError("already_joined")
+    new_token = secrets.token_urlsafe(24)
+    return _applied(
+        act(
+            code,
+            lambda row: rooms.plan_join(row, name=name, token=token, new_token=new_token),
+            channel_name=channel_name,
+        )
+    )
+
+
 def seat_join(
     *, code: str, channel_name: str, held: Mark | None, name: str, token: str | None
 ) -> SeatGrant:
     """Take the first empty seat (X, then O), or reclaim the seat a token was issued for."""
-    if held is not None:
-        raise GameError("already_joined")
+    applied = seat_join_applied(
+        code=code, channel_name=channel_name, held=held, name=name, token=token
+    )
+    mark = applied.write.seat
+    assert mark is not None
+    return SeatGrant(mark=mark, name=applied.row.seat(mark).name, token=applied.write.token)
 
-    def attempt() -> SeatGrant | None:
-        room = Room.objects.get(code=code)
-        if token is not None:
-            digest = token_hash(token)
-            for mark in MARKS:
-                seat = seat_of(room, mark)
-                if seat.token_hash and hmac.compare_digest(seat.token_hash, digest):
-                    Connection.objects.filter(channel_name=channel_name).update(mark=mark)
-                    return SeatGrant(mark=mark, name=seat.name, token=token)
-            raise GameError("bad_token")
-        free = [mark for mark in MARKS if seat_of(room, mark).empty]
-        if not free:
-            raise GameError("room_full")
-        mark = free[0]
-        new_token = secrets.token_urlsafe(24)
-        if not _cas(room, **_seat_update(mark, name=name, token_hash=token_hash(new_token))):
-            return None
-        Connection.objects.filter(channel_name=channel_name).update(mark=mark)
-        return SeatGrant(mark=mark, name=name, token=new_token)
 
-    return _with_retries(attempt)
+def bot_invite_applied(*, code: str, held: Mark | None, level: rules.Level = "perfect") -> Applied:
+    if held is None:
+        raise GameError("not_joined")
+    return _applied(act(code, lambda row: rooms.plan_bot_invite(row, held=held, level=level)))
 
 
 def bot_invite(*, code: str, held: Mark | None, level: rules.Level = "perfect") -> Mark:
-    """Seat a computer opponent in the empty seat."""
-    if held is None:
-        raise GameError("not_joined")
-
-    def attempt() -> Mark | None:
-        room = Room.objects.get(code=code)
-        free = [mark for mark in MARKS if seat_of(room, mark).empty]
-        if not free:
-            raise GameError("room_full")
-        return free[0] if _cas(room, **_seat_update(free[0], name=BOT_NAME, bot=level)) else None
-
-    return _with_retries(attempt)
+    """Seat a computer opponent in the empty seat; return its mark."""
+    applied = bot_invite_applied(code=code, held=held, level=level)
+    return next(m for m in MARKS if applied.row.seat(m).bot)
 
 
-# --- moves and games ----------------------------------------------------------
-
-
-def _is_cell(value: object) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= 8
+def move_applied(*, code: str, mark: Mark | None, cell: object, version: int | None) -> Applied:
+    rooms.check_move_request(mark, cell)
+    return _applied(
+        act(code, lambda row: rooms.plan_move(row, mark=mark, cell=cell, version=version))
+    )
 
 
 def move_play(*, code: str, mark: Mark | None, cell: object, version: int | None) -> int:
     """Place `mark` on `cell`; return the new version. Errors in the protocol's order."""
+    return move_applied(code=code, mark=mark, cell=cell, version=version).row.version
+
+
+def rematch_applied(*, code: str, mark: Mark | None) -> Applied:
     if mark is None:
         raise GameError("not_joined")
-    if not _is_cell(cell):
-        raise GameError("bad_cell")
-    assert isinstance(cell, int)
-
-    def attempt() -> int | None:
-        room = Room.objects.get(code=code)
-        board, outcome, seated = room_outcome(room)
-        if outcome.status != "playing":
-            raise GameError("game_over")
-        if not seated:
-            raise GameError("not_started")
-        if version is not None and version != room.version:
-            raise GameError("stale_version")
-        if rules.to_move(board, as_mark(room.opener)) != mark:
-            raise GameError("not_your_turn")
-        if board[cell] is not None:
-            raise GameError("cell_taken")
-        after = rules.place(board, cell, mark)
-        if not _cas(room, board=rules.board_to_str(after)):
-            return None
-        finished = rules.outcome(after)
-        if finished.status != "playing":
-            _result_record(room, version=room.version + 1, winner=finished.winner)
-        return room.version + 1
-
-    return _with_retries(attempt)
-
-
-def result_key(code: str, version: int) -> str:
-    """A finished game is named by its room and the version its last move made."""
-    return f"{code}:{version}"
-
-
-def _result_record(room: Room, *, version: int, winner: Mark | None) -> None:
-    x, o = seat_of(room, "X"), seat_of(room, "O")
-    GameResult.objects.create(
-        key=result_key(room.code, version),
-        room=room,
-        x_name=x.name,
-        o_name=o.name,
-        x_bot=bool(x.bot),
-        o_bot=bool(o.bot),
-        winner=winner or "",
-    )
+    return _applied(act(code, lambda row: rooms.plan_rematch(row, mark=mark)))
 
 
 def rematch_request(*, code: str, mark: Mark | None) -> bool:
-    """Record that `mark` wants a new game; start it once both asked. True if a game started.
+    """Record that `mark` wants a new game; start it once both asked. True if a game started."""
+    return rematch_applied(code=code, mark=mark).write.new_game
 
-    A recorded request does not bump the version (only seat changes, moves and
-    new games do); it is still guarded by the version and the request list.
-    A computer opponent always agrees.
-    """
-    if mark is None:
-        raise GameError("not_joined")
 
-    def attempt() -> bool | None:
-        room = Room.objects.get(code=code)
-        _, outcome, _ = room_outcome(room)
-        if outcome.status == "playing":
-            raise GameError("not_over")
-        asked = room.rematch if mark in room.rematch else room.rematch + mark
-        opponent = rules.other(mark)
-        if opponent in asked or seat_of(room, opponent).bot:
-            started = _cas(
-                room,
-                board=EMPTY_BOARD_TEXT,
-                opener=rules.other(as_mark(room.opener)),
-                rematch="",
-                games_started=F("games_started") + 1,
-            )
-            return True if started else None
-        recorded = Room.objects.filter(
-            code=code, version=room.version, rematch=room.rematch
-        ).update(rematch=asked)
-        return False if recorded else None
-
-    return _with_retries(attempt)
+def bot_play_applied(*, code: str, version: int) -> Applied | None:
+    return act(code, lambda row: rooms.plan_bot_move(row, version=version))
 
 
 def bot_play(*, code: str, version: int) -> int | None:
@@ -301,22 +259,8 @@ def bot_play(*, code: str, version: int) -> int | None:
     already moved for it, the game changed, or no bot is seated). The version
     guard makes the move happen at most once per turn.
     """
-    with transaction.atomic():
-        room = Room.objects.get(code=code)
-        if room.version != version:
-            return None
-        board, outcome, seated = room_outcome(room)
-        if outcome.status != "playing" or not seated:
-            return None
-        mark = rules.to_move(board, as_mark(room.opener))
-        level = seat_of(room, mark).bot
-        if not level:
-            return None
-        cell = rules.best_move(board, mark, level="easy" if level == "easy" else "perfect")
-    try:
-        return move_play(code=code, mark=mark, cell=cell, version=version)
-    except GameError:
-        return None
+    applied = bot_play_applied(code=code, version=version)
+    return None if applied is None else applied.row.version
 
 
 # --- results and leaderboard (the worker fleet) ---------------------------------
@@ -389,15 +333,13 @@ def rooms_awaiting_bot(*, older_than_seconds: float, limit: int = 500) -> list[t
     cutoff = timezone.now() - timedelta(seconds=older_than_seconds)
     recent = timezone.now() - timedelta(hours=1)
     due = []
-    rooms = Room.objects.filter(updated_at__lt=cutoff, updated_at__gte=recent).exclude(
+    candidates = Room.objects.filter(updated_at__lt=cutoff, updated_at__gte=recent).exclude(
         x_bot="", o_bot=""
     )
-    for room in rooms[:limit]:
-        board, outcome, seated = room_outcome(room)
-        if outcome.status == "playing" and seated:
-            turn = rules.to_move(board, as_mark(room.opener))
-            if seat_of(room, turn).bot:
-                due.append((room.code, room.version))
+    for room in candidates[:limit]:
+        row = row_of(room)
+        if rooms.bot_due(row):
+            due.append((row.code, row.version))
     return due
 
 
@@ -466,8 +408,8 @@ def match_pair(*, limit: int = 500) -> int:
             room = Room.objects.create(
                 code=f"qm-{secrets.token_hex(6)}",
                 version=2,  # both seats taken
-                **_seat_update("X", name=first.name, token_hash=token_hash(tokens["X"])),
-                **_seat_update("O", name=second.name, token_hash=token_hash(tokens["O"])),
+                **seat_changes("X", name=first.name, token_hash=token_hash(tokens["X"])),
+                **seat_changes("O", name=second.name, token_hash=token_hash(tokens["O"])),
             )
             for ticket, mark in ((first, "X"), (second, "O")):
                 ticket.room = room
@@ -505,7 +447,7 @@ def match_claim(*, limit: int = 500) -> list[Pairing]:
                 room=ticket.room.code,
                 mark=mark,
                 token=ticket.token,
-                opponent=seat_of(ticket.room, rules.other(mark)).name,
+                opponent=row_of(ticket.room).seat(rules.other(mark)).name,
             )
         )
     return pairings

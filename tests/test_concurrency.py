@@ -27,6 +27,7 @@ from django.db import connection
 from game import rules, services
 from game.exceptions import GameError
 from game.models import Connection, MatchTicket, Room
+from game.rooms import RoomRow, Write
 from game.rules import Mark
 from game.selectors import room_state
 from game.services import SeatGrant
@@ -97,11 +98,11 @@ class CasLog:
 def cas_log(monkeypatch: pytest.MonkeyPatch) -> CasLog:
     """Count compare-and-swap writes that found the version already moved on."""
     log = CasLog()
-    real = services._cas
+    real = services._apply
     lock = threading.Lock()
 
-    def counting(room: Room, **changes: object) -> bool:
-        applied = real(room, **changes)
+    def counting(row: RoomRow, write: Write, *, channel_name: str | None) -> bool:
+        applied = real(row, write, channel_name=channel_name)
         with lock:
             if applied:
                 log.won += 1
@@ -109,7 +110,7 @@ def cas_log(monkeypatch: pytest.MonkeyPatch) -> CasLog:
                 log.lost += 1
         return applied
 
-    monkeypatch.setattr(services, "_cas", counting)
+    monkeypatch.setattr(services, "_apply", counting)
     return log
 
 
@@ -117,14 +118,14 @@ def cas_log(monkeypatch: pytest.MonkeyPatch) -> CasLog:
 def window(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
     """`widened`: every service pauses between reading the room and writing it."""
     if request.param == "widened":
-        real = services.room_outcome
+        real = services.read_row
 
-        def slow(room: Room) -> tuple[rules.Board, rules.Outcome, bool]:
-            result = real(room)
+        def slow(code: str) -> RoomRow:
+            result = real(code)
             time.sleep(WINDOW_SECONDS)
             return result
 
-        monkeypatch.setattr(services, "room_outcome", slow)
+        monkeypatch.setattr(services, "read_row", slow)
     return str(request.param)
 
 

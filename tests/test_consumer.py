@@ -27,6 +27,7 @@ from django.test import Client as HttpClient
 from config.asgi import application
 from game import groups, jobs
 from game.models import Room
+from game.play import close_store
 from game.replica import replica_name
 from tests.support.ws import Client, Frame, Sockets, strict_json
 from workers.runtime import Worker
@@ -66,6 +67,7 @@ async def ws(transactional_db: None) -> AsyncIterator[Sockets]:
         if pending:
             await asyncio.wait(pending, timeout=5)
         await sockets.close_all()
+        await close_store()  # the PostgreSQL pool of this test's event loop
         if worker is not None:
             stop.set()
             await worker

@@ -68,6 +68,9 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
 else:
     DATABASES["default"]["CONN_MAX_AGE"] = env.int("DATABASE_CONN_MAX_AGE", default=60)
     DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
+# PostgreSQL: connections per process in the async pool of the move/seat/presence path
+# (game/pgstore.py), on top of the ORM's one.
+DATABASE_POOL_SIZE: int = env.int("DATABASE_POOL_SIZE", default=8)
 
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 

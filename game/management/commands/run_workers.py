@@ -11,7 +11,7 @@ from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from prometheus_client import start_http_server
 
-from game import jobs
+from game import jobs, play
 from workers.runtime import Worker
 
 log = logging.getLogger(__name__)
@@ -50,4 +50,7 @@ class Command(BaseCommand):
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
-        await worker.run(stop)
+        try:
+            await worker.run(stop)
+        finally:
+            await play.close_store()

@@ -1,0 +1,247 @@
+"""The replica's async path to PostgreSQL for the hot statements: no thread hop.
+
+Django's ORM is synchronous underneath, so every ORM call from a consumer goes
+through `database_sync_to_async`'s one thread per replica; moves queued behind
+it. This store runs the few statements on the move, seat and presence path on
+psycopg 3's `AsyncConnection`s from a `psycopg_pool` pool, in autocommit mode:
+each write is ONE statement (a compare-and-swap `UPDATE ... RETURNING`, with
+the finished game's result row and the writer's seat in the same statement
+through data-modifying CTEs), so a move costs one round trip. psycopg prepares
+a statement on a connection after its fifth use. The ORM keeps everything
+else (migrations, the worker fleet's results, quick match, the admin views).
+"""
+
+from __future__ import annotations
+
+from functools import cache
+from typing import Any
+
+import psycopg
+from django.conf import settings
+from psycopg import sql
+from psycopg_pool import AsyncConnectionPool
+
+from .rooms import COLUMNS, EMPTY_BOARD_TEXT, Presence, RoomRow, Write, result_key
+
+ROW = sql.SQL(", ").join(sql.Identifier(column) for column in COLUMNS)
+
+READ = sql.SQL(
+    """
+    SELECT {row}, p.x, p.o, p.s
+    FROM game_room r CROSS JOIN LATERAL (
+        SELECT count(*) FILTER (WHERE c.mark = 'X') AS x,
+               count(*) FILTER (WHERE c.mark = 'O') AS o,
+               count(*) FILTER (WHERE c.mark = '') AS s
+        FROM game_connection c JOIN game_replica h ON h.name = c.replica_id
+        WHERE c.room_id = r.code AND h.heartbeat_at >= now() - make_interval(secs => %(timeout)s)
+    ) p
+    WHERE r.code = %(code)s
+    """
+).format(row=sql.SQL(", ").join(sql.SQL("r.") + sql.Identifier(c) for c in COLUMNS))
+
+READ_ROW = sql.SQL("SELECT {row} FROM game_room WHERE code = %(code)s").format(row=ROW)
+
+SEAT = sql.SQL("UPDATE game_connection SET mark = %(mark)s WHERE channel_name = %(channel)s")
+
+
+OPEN = sql.SQL(
+    """
+    WITH replica AS (
+        INSERT INTO game_replica (name, heartbeat_at) VALUES (%(replica)s, now())
+        ON CONFLICT (name) DO NOTHING
+    ), created AS (
+        INSERT INTO game_room (code, version, board, opener, x_name, x_token_hash, x_bot,
+                               o_name, o_token_hash, o_bot, rematch, games_started,
+                               created_at, updated_at)
+        VALUES (%(code)s, 0, %(board)s, 'X', '', '', '', '', '', '', '', 1, now(), now())
+        ON CONFLICT (code) DO NOTHING
+        RETURNING {row}
+    ), joined AS (
+        INSERT INTO game_connection (channel_name, room_id, replica_id, mark, connected_at)
+        VALUES (%(channel)s, %(code)s, %(replica)s, '', now())
+        ON CONFLICT (channel_name) DO UPDATE
+        SET room_id = EXCLUDED.room_id, replica_id = EXCLUDED.replica_id
+    )
+    SELECT {row}, p.x, p.o, p.s + 1
+    FROM (SELECT {row} FROM created UNION ALL SELECT {row} FROM game_room WHERE code = %(code)s) r
+    CROSS JOIN LATERAL (
+        SELECT count(*) FILTER (WHERE c.mark = 'X') AS x,
+               count(*) FILTER (WHERE c.mark = 'O') AS o,
+               count(*) FILTER (WHERE c.mark = '') AS s
+        FROM game_connection c JOIN game_replica h ON h.name = c.replica_id
+        WHERE c.room_id = %(code)s AND c.channel_name <> %(channel)s
+          AND h.heartbeat_at >= now() - make_interval(secs => %(timeout)s)
+    ) p
+    """
+).format(row=ROW)
+
+CLOSE = sql.SQL(
+    """
+    WITH ticket AS (
+        DELETE FROM game_matchticket WHERE channel_name = %(channel)s AND room_id IS NULL
+    ), gone AS (
+        DELETE FROM game_connection WHERE channel_name = %(channel)s RETURNING 1
+    )
+    SELECT count(*) FROM gone
+    """
+)
+
+
+def conninfo() -> str:
+    """Django's database settings as a libpq connection string."""
+    db = settings.DATABASES["default"]
+    params = {
+        "dbname": db.get("NAME"),
+        "user": db.get("USER"),
+        "password": db.get("PASSWORD"),
+        "host": db.get("HOST"),
+        "port": db.get("PORT"),
+    }
+    return psycopg.conninfo.make_conninfo(**{k: str(v) for k, v in params.items() if v})
+
+
+@cache
+def _write_statement(
+    columns: tuple[str, ...],
+    bump: bool,
+    new_game: bool,
+    rematch_guard: bool,
+    finished: bool,
+    seat: bool,
+) -> sql.Composed:
+    """One statement per shape of write (a handful in all), cached."""
+    sets: list[sql.Composable] = [
+        sql.SQL("{} = {}").format(sql.Identifier(c), sql.Placeholder("v_" + c)) for c in columns
+    ]
+    if bump:
+        sets += [sql.SQL("version = version + 1"), sql.SQL("updated_at = now()")]
+    if new_game:
+        sets.append(sql.SQL("games_started = games_started + 1"))
+    guard = sql.SQL(" AND rematch = %(rematch_was)s") if rematch_guard else sql.SQL("")
+    parts: list[sql.Composable] = [
+        sql.SQL(
+            "WITH moved AS (UPDATE game_room SET {sets} WHERE code = %(code)s"
+            " AND version = %(version)s{guard} RETURNING {row})"
+        ).format(sets=sql.SQL(", ").join(sets), guard=guard, row=ROW)
+    ]
+    if finished:
+        parts.append(
+            sql.SQL(
+                ", result AS (INSERT INTO game_gameresult"
+                " (key, room_id, x_name, o_name, x_bot, o_bot, winner, finished_at, counted)"
+                " SELECT %(key)s, code, x_name, o_name, x_bot <> '', o_bot <> '', %(winner)s,"
+                " now(), false FROM moved)"
+            )
+        )
+    if seat:
+        parts.append(
+            sql.SQL(
+                ", seat AS (UPDATE game_connection SET mark = %(mark)s"
+                " WHERE channel_name = %(channel)s AND EXISTS (SELECT 1 FROM moved))"
+            )
+        )
+    parts.append(sql.SQL(" SELECT {row} FROM moved").format(row=ROW))
+    return sql.Composed(parts)
+
+
+def _row(values: tuple[Any, ...]) -> RoomRow:
+    return RoomRow(*values[: len(COLUMNS)])
+
+
+class PgStore:
+    """A pool of autocommit connections on one event loop."""
+
+    def __init__(self, dsn: str, *, max_size: int) -> None:
+        self.pool = AsyncConnectionPool(
+            dsn, min_size=1, max_size=max_size, open=False, kwargs={"autocommit": True}
+        )
+        self._opened = False
+
+    async def _ready(self) -> AsyncConnectionPool:
+        if not self._opened:
+            self._opened = True
+            await self.pool.open()
+        return self.pool
+
+    async def close(self) -> None:
+        if self._opened:
+            await self.pool.close()
+
+    async def read(self, code: str) -> RoomRow | None:
+        pool = await self._ready()
+        async with pool.connection() as conn:
+            cursor = await conn.execute(READ_ROW, {"code": code})
+            values = await cursor.fetchone()
+        return None if values is None else _row(values)
+
+    async def view(self, code: str) -> tuple[RoomRow, Presence] | None:
+        """The room row and its presence (live replicas only), in one statement."""
+        pool = await self._ready()
+        params = {"code": code, "timeout": float(settings.PRESENCE_TIMEOUT_SECONDS)}
+        async with pool.connection() as conn:
+            cursor = await conn.execute(READ, params)
+            values = await cursor.fetchone()
+        if values is None:
+            return None
+        x, o, spectators = values[len(COLUMNS) :]
+        return _row(values), Presence(x=x, o=o, spectators=spectators)
+
+    async def apply(
+        self, row: RoomRow, write: Write, *, channel_name: str | None = None
+    ) -> RoomRow | None:
+        """Apply `write` iff the room is still at `row.version`: the row it left, or None."""
+        pool = await self._ready()
+        seat = write.seat is not None and channel_name is not None
+        if not write.changes and not write.bump:  # a seat reclaimed with its token
+            if seat:
+                async with pool.connection() as conn:
+                    await conn.execute(SEAT, {"mark": write.seat, "channel": channel_name})
+            return row
+        changes = dict(write.changes)
+        params: dict[str, Any] = {"v_" + column: value for column, value in changes.items()}
+        params.update(code=row.code, version=row.version, rematch_was=write.rematch_was)
+        if write.finished is not None:
+            params["key"] = result_key(row.code, row.version + 1)
+            params["winner"] = write.finished.winner or ""
+        if seat:
+            params.update(mark=write.seat, channel=channel_name)
+        statement = _write_statement(
+            tuple(changes),
+            write.bump,
+            write.new_game,
+            write.rematch_was is not None,
+            write.finished is not None,
+            seat,
+        )
+        async with pool.connection() as conn:
+            cursor = await conn.execute(statement, params)
+            values = await cursor.fetchone()
+        return None if values is None else _row(values)
+
+    async def open_connection(
+        self, *, code: str, channel_name: str, replica: str
+    ) -> tuple[RoomRow, Presence]:
+        """Create the room if it is new, register the socket, and read the room with its
+        presence (this socket included as a spectator): one statement."""
+        pool = await self._ready()
+        params = {
+            "code": code,
+            "channel": channel_name,
+            "replica": replica,
+            "board": EMPTY_BOARD_TEXT,
+            "timeout": float(settings.PRESENCE_TIMEOUT_SECONDS),
+        }
+        async with pool.connection() as conn:
+            cursor = await conn.execute(OPEN, params)
+            values = await cursor.fetchone()
+        assert values is not None
+        x, o, spectators = values[len(COLUMNS) :]
+        return _row(values), Presence(x=x, o=o, spectators=spectators)
+
+    async def close_connection(self, *, channel_name: str) -> bool:
+        """Forget a socket and its place in the quick-match line; True if it was known."""
+        pool = await self._ready()
+        async with pool.connection() as conn:
+            cursor = await conn.execute(CLOSE, {"channel": channel_name})
+            values = await cursor.fetchone()
+        return bool(values and values[0])

@@ -1,0 +1,311 @@
+"""The replicas' PostgreSQL path (game/play.py over game/pgstore.py), on a real PostgreSQL.
+
+A move is planned on the row the replica already holds and costs one statement;
+a copy that is behind (a compare-and-swap miss, or a plan that says no) is read
+again, so the errors and their order are exactly the ORM services': every
+scenario here is played both ways and must answer the same. These tests need
+PostgreSQL and FAIL (never skip) elsewhere: `make test-postgres` runs them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import Counter
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytest
+from asgiref.sync import sync_to_async
+from django.db import connection, connections
+
+from game import play, services
+from game.exceptions import GameError
+from game.models import GameResult
+from game.pgstore import PgStore, conninfo
+from game.rooms import Presence, RoomRow, Write
+from game.rules import Mark
+
+pytestmark = [pytest.mark.postgres, pytest.mark.django_db(transaction=True)]
+
+REPLICA = "web-fast-1"
+
+
+@dataclass
+class Spy:
+    """Counts the statements a store sends."""
+
+    reads: int = 0
+    writes: int = 0
+    misses: int = 0
+
+
+@dataclass
+class Stores:
+    spy: Spy = field(default_factory=Spy)
+    opened: list[PgStore] = field(default_factory=list)
+
+    def new(self) -> PgStore:
+        """Another replica's store: a pool of its own."""
+        store = PgStore(conninfo(), max_size=2)
+        self.opened.append(store)
+        return store
+
+
+@pytest.fixture
+async def stores(monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[Stores]:
+    assert connection.vendor == "postgresql", (
+        "tests/test_pg_fast_path.py needs PostgreSQL: run it with "
+        "DATABASE_URL=postgres://postgres@127.0.0.1:5432/postgres (make test-postgres)"
+    )
+    found = Stores()
+    read, apply = PgStore.read, PgStore.apply
+
+    async def counting_read(self: PgStore, code: str) -> RoomRow | None:
+        found.spy.reads += 1
+        return await read(self, code)
+
+    async def counting_apply(self: PgStore, row: RoomRow, write: Write, **kw: Any) -> Any:
+        found.spy.writes += 1
+        after = await apply(self, row, write, **kw)
+        if after is None:
+            found.spy.misses += 1
+        return after
+
+    monkeypatch.setattr(PgStore, "read", counting_read)
+    monkeypatch.setattr(PgStore, "apply", counting_apply)
+    try:
+        yield found
+    finally:
+        for store in found.opened:
+            await store.close()
+        await play.close_store()
+        await sync_to_async(connections.close_all)()
+
+
+async def seated(code: str) -> tuple[str, str]:
+    """A room with ana (X) and bo (O) seated through the fast path; their tokens."""
+    tokens = []
+    for name in ("ana", "bo"):
+        channel = f"{code}-{name}"
+        await play.open_connection(code=code, channel_name=channel, replica=REPLICA)
+        applied = await play.join(code=code, channel_name=channel, held=None, name=name, token=None)
+        tokens.append(applied.write.token)
+    return tokens[0], tokens[1]
+
+
+async def current(code: str) -> RoomRow:
+    found = await play.view(code)
+    assert found is not None
+    return found[0]
+
+
+# --- one statement in the common case -------------------------------------------------
+
+
+async def test_a_move_on_the_current_row_is_one_statement_and_no_read(stores: Stores) -> None:
+    await seated("one")
+    known = await current("one")
+    stores.spy.reads = stores.spy.writes = 0
+    applied = await play.move(code="one", mark="X", cell=4, version=None, known=known)
+    assert (stores.spy.reads, stores.spy.writes, stores.spy.misses) == (0, 1, 0)
+    assert applied.row.version == known.version + 1
+    assert applied.row.board == "....X...."
+    assert applied.row == await current("one")  # RETURNING gave the stored row
+
+
+async def test_a_copy_behind_misses_once_then_rereads_and_lands(stores: Stores) -> None:
+    await seated("behind")
+    stale = await current("behind")
+    await play.move(code="behind", mark="X", cell=0, version=None, known=stale)
+    await play.move(code="behind", mark="O", cell=3, version=None, known=None)
+    stores.spy.reads = stores.spy.writes = stores.spy.misses = 0
+    # The copy is two versions behind and says it is X's turn: that is true again now,
+    # so the swap misses on the version, the row is read again and the move lands.
+    applied = await play.move(code="behind", mark="X", cell=1, version=None, known=stale)
+    assert (stores.spy.reads, stores.spy.writes, stores.spy.misses) == (1, 2, 1)
+    assert applied.row.board == "XX.O....."
+    assert applied.row.version == stale.version + 3
+
+
+async def test_a_copy_behind_never_turns_into_a_wrong_error(stores: Stores) -> None:
+    """The copy says "not your turn" (O moved since); the current row says it is X's."""
+    await seated("wrong")
+    await play.move(code="wrong", mark="X", cell=0, version=None, known=None)
+    after_x = await current("wrong")
+    await play.move(code="wrong", mark="O", cell=3, version=None, known=after_x)
+    stores.spy.reads = 0
+    applied = await play.move(code="wrong", mark="X", cell=1, version=None, known=after_x)
+    assert applied.row.board == "XX.O....."
+    assert stores.spy.reads == 1  # the error the copy suggested was checked on a fresh row
+
+
+async def test_a_finishing_move_writes_its_result_in_the_same_statement(stores: Stores) -> None:
+    await seated("fin")
+    known = await current("fin")
+    for mark, cell in (("X", 0), ("O", 3), ("X", 1), ("O", 4)):
+        known = (await play.move(code="fin", mark=mark, cell=cell, version=None, known=known)).row
+    stores.spy.writes = stores.spy.reads = 0
+    applied = await play.move(code="fin", mark="X", cell=2, version=None, known=known)
+    assert (stores.spy.reads, stores.spy.writes) == (0, 1)
+    assert applied.finished_key == f"fin:{applied.row.version}"
+    result = await GameResult.objects.aget(key=applied.finished_key)
+    assert (result.x_name, result.o_name, result.winner, result.counted) == (
+        "ana",
+        "bo",
+        "X",
+        False,
+    )
+
+
+# --- the protocol's error order, the same as the ORM services' -------------------------
+
+# (moves before, the move tried, the version the client sends: None, "current" or "old")
+SCENARIOS: list[tuple[str, list[tuple[Mark, int]], tuple[Mark | None, object], str | None]] = [
+    ("not_joined first", [], (None, 99), "old"),
+    (
+        "bad_cell before game_over",
+        [("X", 0), ("O", 3), ("X", 1), ("O", 4), ("X", 2)],
+        ("O", 9),
+        None,
+    ),
+    (
+        "game_over before stale_version",
+        [("X", 0), ("O", 3), ("X", 1), ("O", 4), ("X", 2)],
+        ("O", 5),
+        "old",
+    ),
+    ("stale_version before not_your_turn", [("X", 0)], ("X", 1), "old"),
+    ("not_your_turn before cell_taken", [("X", 0)], ("X", 0), "current"),
+    ("cell_taken", [("X", 0)], ("O", 0), "current"),
+    ("accepted with the current version", [("X", 0)], ("O", 4), "current"),
+    ("accepted without a version", [], ("X", 8), None),
+]
+
+
+def _version(sent: str | None, now: int) -> int | None:
+    return None if sent is None else now if sent == "current" else now - 1
+
+
+async def _outcome_fast(
+    code: str,
+    moves: list[tuple[Mark, int]],
+    tried: Any,
+    sent: Any,
+    known_of: Callable[[RoomRow, RoomRow], RoomRow],
+) -> str:
+    await seated(code)
+    first = await current(code)
+    for mark, cell in moves:
+        await play.move(code=code, mark=mark, cell=cell, version=None, known=None)
+    now = await current(code)
+    mark, cell = tried
+    try:
+        applied = await play.move(
+            code=code, mark=mark, cell=cell, version=_version(sent, now.version),
+            known=known_of(first, now),
+        )  # fmt: skip
+    except GameError as error:
+        return error.code
+    return f"v{applied.row.version - now.version}"
+
+
+def _outcome_orm(code: str, moves: list[tuple[Mark, int]], tried: Any, sent: Any) -> str:
+    for name in ("ana", "bo"):
+        services.connection_open(code=code, channel_name=f"{code}-{name}", replica=REPLICA)
+        services.seat_join(
+            code=code, channel_name=f"{code}-{name}", held=None, name=name, token=None
+        )
+    for mark, cell in moves:
+        services.move_play(code=code, mark=mark, cell=cell, version=None)
+    now = services.read_row(code).version
+    mark, cell = tried
+    try:
+        after = services.move_play(code=code, mark=mark, cell=cell, version=_version(sent, now))
+    except GameError as error:
+        return error.code
+    return f"v{after - now}"
+
+
+@pytest.mark.parametrize(
+    ("title", "moves", "tried", "sent"), SCENARIOS, ids=[s[0] for s in SCENARIOS]
+)
+@pytest.mark.parametrize("copy", ["current", "behind", "none"])
+async def test_the_fast_path_answers_exactly_as_the_orm_services(
+    stores: Stores, title: str, moves: Any, tried: Any, sent: Any, copy: str
+) -> None:
+    """Planned on the current row, on a copy from before the game started, or on none."""
+    known_of: Callable[[RoomRow, RoomRow], Any] = {
+        "current": lambda first, now: now,
+        "behind": lambda first, now: first,
+        "none": lambda first, now: None,
+    }[copy]
+    fast = await _outcome_fast(f"f-{copy}", moves, tried, sent, known_of)
+    orm = await sync_to_async(_outcome_orm)(f"o-{copy}", moves, tried, sent)
+    assert fast == orm, title
+
+
+# --- races between replicas --------------------------------------------------------------
+
+
+@pytest.mark.parametrize("send_version", [True, False])
+async def test_replicas_racing_for_one_turn_accept_exactly_one_move(
+    stores: Stores, send_version: bool
+) -> None:
+    """Eight replicas' stores, all planning on the same row, send a move for the same turn
+    at once, for four turns: one lands; the others get the error the new row calls for."""
+    racers = [stores.new() for _ in range(8)]
+    await seated(f"race-{send_version}")
+    code = f"race-{send_version}"
+    for turn in range(4):
+        known = await current(code)
+        mark: Mark = "X" if turn % 2 == 0 else "O"
+        free = [i for i, c in enumerate(known.board) if c == "."]
+        start = asyncio.Event()
+
+        async def one(
+            store: PgStore,
+            cell: int,
+            known: RoomRow = known,
+            mark: Mark = mark,
+            start: asyncio.Event = start,
+        ) -> Any:
+            await start.wait()
+            version = known.version if send_version else None
+            try:
+                return await play.move(
+                    code=code, mark=mark, cell=cell, version=version, known=known, via=store
+                )
+            except GameError as error:
+                return error.code
+
+        tasks = [
+            asyncio.create_task(one(store, free[i % len(free)])) for i, store in enumerate(racers)
+        ]
+        await asyncio.sleep(0)
+        start.set()
+        results = await asyncio.gather(*tasks)
+        landed = [r for r in results if not isinstance(r, str)]
+        refused = Counter(r for r in results if isinstance(r, str))
+        assert len(landed) == 1, results
+        allowed = {"stale_version"} if send_version else {"not_your_turn", "cell_taken"}
+        assert set(refused) <= allowed, refused
+        after = await current(code)
+        assert after.version == known.version + 1
+        assert after.board.count(mark) == known.board.count(mark) + 1
+
+
+async def test_seat_join_and_token_reclaim_through_the_fast_path(stores: Stores) -> None:
+    x_token, _ = await seated("seats")
+    await play.open_connection(code="seats", channel_name="seats-tab2", replica=REPLICA)
+    reclaimed = await play.join(
+        code="seats", channel_name="seats-tab2", held=None, name="ignored", token=x_token
+    )
+    assert reclaimed.write.seat == "X"
+    assert not reclaimed.changed  # reclaiming a seat changes no room column
+    with pytest.raises(GameError) as error:
+        await play.join(code="seats", channel_name="seats-3", held=None, name="c", token="nope")
+    assert error.value.code == "bad_token"
+    found = await play.view("seats")
+    assert found is not None
+    assert found[1] == Presence(x=2, o=1, spectators=0)  # both tabs hold X
