@@ -232,9 +232,15 @@ class PgStore:
             "timeout": float(settings.PRESENCE_TIMEOUT_SECONDS),
         }
         async with pool.connection() as conn:
-            cursor = await conn.execute(OPEN, params)
-            values = await cursor.fetchone()
-        assert values is not None
+            for _ in range(3):
+                cursor = await conn.execute(OPEN, params)
+                values = await cursor.fetchone()
+                if values is not None:
+                    break
+                # Another socket created the room after this statement's snapshot was
+                # taken (its insert won, ours did nothing): the next run sees the room.
+            else:
+                raise LookupError(f"room {code!r} neither created nor found")
         x, o, spectators = values[len(COLUMNS) :]
         return _row(values), Presence(x=x, o=o, spectators=spectators)
 

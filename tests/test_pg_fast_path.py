@@ -143,7 +143,8 @@ async def test_a_copy_behind_never_turns_into_a_wrong_error(stores: Stores) -> N
 async def test_a_finishing_move_writes_its_result_in_the_same_statement(stores: Stores) -> None:
     await seated("fin")
     known = await current("fin")
-    for mark, cell in (("X", 0), ("O", 3), ("X", 1), ("O", 4)):
+    script: list[tuple[Mark, int]] = [("X", 0), ("O", 3), ("X", 1), ("O", 4)]
+    for mark, cell in script:
         known = (await play.move(code="fin", mark=mark, cell=cell, version=None, known=known)).row
     stores.spy.writes = stores.spy.reads = 0
     applied = await play.move(code="fin", mark="X", cell=2, version=None, known=known)
@@ -309,3 +310,24 @@ async def test_seat_join_and_token_reclaim_through_the_fast_path(stores: Stores)
     found = await play.view("seats")
     assert found is not None
     assert found[1] == Presence(x=2, o=1, spectators=0)  # both tabs hold X
+
+
+async def test_sockets_racing_into_a_new_room_all_get_it(stores: Stores) -> None:
+    """Twenty sockets on eight replicas connect to a room nobody has opened yet."""
+    racers = [stores.new() for _ in range(8)]
+    start = asyncio.Event()
+
+    async def one(i: int) -> tuple[RoomRow, Presence]:
+        await start.wait()
+        return await racers[i % len(racers)].open_connection(
+            code="fresh", channel_name=f"fresh-{i}", replica=REPLICA
+        )
+
+    tasks = [asyncio.create_task(one(i)) for i in range(20)]
+    await asyncio.sleep(0)
+    start.set()
+    opened = await asyncio.gather(*tasks)
+    assert {row.version for row, _ in opened} == {0}
+    found = await play.view("fresh")
+    assert found is not None
+    assert found[1] == Presence(x=0, o=0, spectators=20)
