@@ -47,7 +47,6 @@ import time
 import uuid
 from collections import deque
 from collections.abc import Awaitable, Callable, Coroutine
-from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 import aio_pika
@@ -94,14 +93,60 @@ class LayerUnavailable(ChannelFull):  # type: ignore[misc]
     """The broker did not come back within `publish_timeout`."""
 
 
-@dataclass(eq=False)
 class _Inbox:
-    """Buffered messages of one local channel, and its reader if it is waiting."""
+    """Buffered messages of one local channel, and the receivers waiting on it.
 
-    messages: deque[tuple[float, dict[str, Any]]] = field(default_factory=deque)
-    waiter: asyncio.Future[None] | None = None
-    groups: set[str] = field(default_factory=set)
-    touched: float = field(default_factory=time.monotonic)
+    Kept small: there is one per open socket, and most of them sit idle. The
+    message buffer exists only while it holds messages (`None` when empty).
+    `waiter` is `None` when nobody waits (the sweeper reads it so), one future
+    in the usual case of a single receiver, and a list of futures, oldest first,
+    only while several receivers wait on the channel at once.
+    """
+
+    __slots__ = ("groups", "messages", "touched", "waiter")
+
+    def __init__(self) -> None:
+        self.messages: deque[tuple[float, dict[str, Any]]] | None = None
+        self.waiter: asyncio.Future[None] | list[asyncio.Future[None]] | None = None
+        self.groups: set[str] = set()
+        self.touched = time.monotonic()
+
+    def add_waiter(self, waiter: asyncio.Future[None]) -> None:
+        current = self.waiter
+        if current is None:
+            self.waiter = waiter
+        elif isinstance(current, list):
+            current.append(waiter)
+        else:
+            self.waiter = [current, waiter]
+
+    def remove_waiter(self, waiter: asyncio.Future[None]) -> None:
+        current = self.waiter
+        if current is waiter:
+            self.waiter = None
+        elif isinstance(current, list):
+            with contextlib.suppress(ValueError):
+                current.remove(waiter)
+            if len(current) <= 1:
+                self.waiter = current[0] if current else None
+
+    def wake_one(self) -> None:
+        """Wake the oldest receiver not woken yet, if any.
+
+        Called once per message delivered, and by a woken receiver that is cancelled
+        before it runs. So while anyone waits unwoken, there are at least as many
+        woken receivers on their way as there are buffered messages: a receiver only
+        starts waiting on an empty buffer, and a woken one that finds the buffer
+        empty (another receiver got there first) waits again.
+        """
+        current = self.waiter
+        if isinstance(current, list):
+            for waiter in current:
+                if not waiter.done():
+                    waiter.set_result(None)
+                    return
+        elif current is not None and not current.done():
+            current.set_result(None)
 
 
 class _Node:
@@ -362,47 +407,83 @@ class _Node:
         inbox = self.inboxes.get(channel)
         if inbox is None:  # every message on our queue is for a channel of ours
             inbox = self.inboxes[channel] = _Inbox()
-        if len(inbox.messages) >= self.layer.get_capacity(channel):
+        messages = inbox.messages
+        if messages is None:
+            messages = inbox.messages = deque()
+        elif len(messages) >= self.layer.get_capacity(channel):
             DROPPED.labels("full").inc()
             return
-        inbox.messages.append((time.monotonic(), payload))
-        if inbox.waiter is not None and not inbox.waiter.done():
-            inbox.waiter.set_result(None)
+        messages.append((time.monotonic(), payload))
+        waiter = inbox.waiter
+        if waiter is not None:
+            if isinstance(waiter, list):
+                inbox.wake_one()
+            elif not waiter.done():
+                waiter.set_result(None)
 
     async def receive(self, channel: str) -> dict[str, Any]:
+        """The next message of `channel`. Several receivers may wait on one channel:
+        each message goes to one of them, and a receiver cancelled after it was woken
+        passes its wake-up on, so no message is left buffered while another waits."""
         inbox = self.inboxes.get(channel)
         if inbox is None:
             inbox = self.inboxes[channel] = _Inbox()
         expiry = self.layer.expiry
         while True:
-            inbox.touched = time.monotonic()
-            while inbox.messages:
-                stamp, payload = inbox.messages.popleft()
-                if inbox.touched - stamp <= expiry:
-                    return payload
-                DROPPED.labels("expired").inc()
-            inbox.waiter = self.loop.create_future()
+            now = inbox.touched = time.monotonic()
+            messages = inbox.messages
+            while messages:
+                stamp, payload = messages.popleft()
+                if now - stamp > expiry:
+                    DROPPED.labels("expired").inc()
+                    continue
+                if not messages:
+                    inbox.messages = None  # an idle channel holds no buffer
+                return payload
+            if messages is not None:
+                inbox.messages = None  # emptied by expiry
+            waiter = self.loop.create_future()
+            if inbox.waiter is None:
+                inbox.waiter = waiter  # the usual case: the only receiver
+            else:
+                inbox.add_waiter(waiter)
             try:
-                await inbox.waiter
-            finally:
-                inbox.waiter = None
+                await waiter
+            except BaseException:
+                inbox.remove_waiter(waiter)
                 inbox.touched = time.monotonic()
+                if inbox.messages and inbox.waiter is not None:
+                    inbox.wake_one()  # woken, then cancelled: another takes the message
+                raise
+            if inbox.waiter is waiter:
+                inbox.waiter = None
+            else:
+                inbox.remove_waiter(waiter)
 
     async def _sweep_forever(self) -> None:
-        """Forget channels nobody has read for `expiry` seconds (their consumer is gone)."""
         while True:
             await asyncio.sleep(max(1.0, self.layer.expiry / 4))
-            cutoff = time.monotonic() - self.layer.expiry
-            stale = [
-                name
-                for name, inbox in self.inboxes.items()
-                if inbox.waiter is None and inbox.touched < cutoff
-            ]
-            for name in stale:
-                inbox = self.inboxes.pop(name)
-                DROPPED.labels("expired").inc(len(inbox.messages))
-                for group in tuple(inbox.groups):
-                    await self.discard(group, name)
+            await self.sweep(time.monotonic() - self.layer.expiry)
+
+    async def sweep(self, cutoff: float) -> None:
+        """Forget the channels nobody has read since `cutoff` (their consumer is gone).
+
+        A channel with any receiver waiting on it is in use, however long it waits.
+        """
+        stale = [
+            name
+            for name, inbox in self.inboxes.items()
+            if inbox.waiter is None and inbox.touched < cutoff
+        ]
+        for name in stale:
+            inbox = self.inboxes.get(name)
+            # discard() below yields: a receiver may have come back to this channel since.
+            if inbox is None or inbox.waiter is not None or inbox.touched >= cutoff:
+                continue
+            del self.inboxes[name]
+            DROPPED.labels("expired").inc(len(inbox.messages or ()))
+            for group in tuple(inbox.groups):
+                await self.discard(group, name)
 
     async def discard(self, group: str, channel: str) -> None:
         members = self.members.get(group)
