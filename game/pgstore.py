@@ -25,8 +25,9 @@ from .rooms import COLUMNS, EMPTY_BOARD_TEXT, Presence, RoomRow, Write, result_k
 
 ROW = sql.SQL(", ").join(sql.Identifier(column) for column in COLUMNS)
 
-READ = sql.SQL(
-    """
+READ = (
+    sql.SQL(
+        """
     SELECT {row}, p.x, p.o, p.s
     FROM game_room r CROSS JOIN LATERAL (
         SELECT count(*) FILTER (WHERE c.mark = 'X') AS x,
@@ -37,15 +38,21 @@ READ = sql.SQL(
     ) p
     WHERE r.code = %(code)s
     """
-).format(row=sql.SQL(", ").join(sql.SQL("r.") + sql.Identifier(c) for c in COLUMNS))
+    )
+    .format(row=sql.SQL(", ").join(sql.SQL("r.") + sql.Identifier(c) for c in COLUMNS))
+    .as_string(None)
+)
 
-READ_ROW = sql.SQL("SELECT {row} FROM game_room WHERE code = %(code)s").format(row=ROW)
+READ_ROW = (
+    sql.SQL("SELECT {row} FROM game_room WHERE code = %(code)s").format(row=ROW).as_string(None)
+)
 
 SEAT = sql.SQL("UPDATE game_connection SET mark = %(mark)s WHERE channel_name = %(channel)s")
 
 
-OPEN = sql.SQL(
-    """
+OPEN = (
+    sql.SQL(
+        """
     WITH replica AS (
         INSERT INTO game_replica (name, heartbeat_at) VALUES (%(replica)s, now())
         ON CONFLICT (name) DO NOTHING
@@ -73,7 +80,10 @@ OPEN = sql.SQL(
           AND h.heartbeat_at >= now() - make_interval(secs => %(timeout)s)
     ) p
     """
-).format(row=ROW)
+    )
+    .format(row=ROW)
+    .as_string(None)
+)
 
 CLOSE = sql.SQL(
     """
@@ -108,8 +118,9 @@ def _write_statement(
     rematch_guard: bool,
     finished: bool,
     seat: bool,
-) -> sql.Composed:
-    """One statement per shape of write (a handful in all), cached."""
+) -> str:
+    """One statement per shape of write (a handful in all), rendered once: psycopg
+    prepares it on a connection after its fifth use."""
     sets: list[sql.Composable] = [
         sql.SQL("{} = {}").format(sql.Identifier(c), sql.Placeholder("v_" + c)) for c in columns
     ]
@@ -141,7 +152,7 @@ def _write_statement(
             )
         )
     parts.append(sql.SQL(" SELECT {row} FROM moved").format(row=ROW))
-    return sql.Composed(parts)
+    return sql.Composed(parts).as_string(None)
 
 
 def _row(values: tuple[Any, ...]) -> RoomRow:
