@@ -183,7 +183,7 @@ class GameRoom(LeanDispatchMixin, AsyncWebsocketConsumer):  # type: ignore[misc]
                 # This socket now counts for its seat, no longer as a spectator.
                 presence = groups.known_presence(self.room).seated(mark)
                 await broadcast_row(applied.row, presence)
-                await jobs.after_write(applied, presence)
+                jobs.follow_up(applied, presence)
             case Chat(text=text):
                 if self.mark is None:
                     raise GameError("not_joined")
@@ -216,7 +216,7 @@ class GameRoom(LeanDispatchMixin, AsyncWebsocketConsumer):  # type: ignore[misc]
         if not applied.changed:
             return
         await broadcast_row(applied.row)
-        await jobs.after_write(applied, groups.known_presence(self.room))
+        jobs.follow_up(applied, groups.known_presence(self.room))
 
     # --- group events: pre-encoded frames, forwarded as they are --------------
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Coroutine
 from functools import cache
 from typing import Any
 
@@ -30,7 +31,15 @@ BOT_MOVE = "bot.move"
 MATCH_PAIR = "match.pair"
 KINDS = (GAME_FINISHED, BOT_MOVE, MATCH_PAIR)
 
+# Tasks this process started for jobs (handlers in the embedded mode, publishes
+# that follow a socket's write); kept so they are not garbage-collected mid-way.
 _local: set[asyncio.Task[None]] = set()
+
+
+def _spawn(work: Coroutine[Any, Any, None]) -> None:
+    task = asyncio.create_task(work)
+    _local.add(task)
+    task.add_done_callback(_local.discard)
 
 
 @cache
@@ -52,9 +61,7 @@ async def dispatch(kind: str, payload: dict[str, Any], *, key: str) -> None:
     and the workers' sweep finds the job's work undone.
     """
     if not settings.RABBITMQ_URL:
-        task = asyncio.create_task(_run_here(kind, payload))
-        _local.add(task)
-        task.add_done_callback(_local.discard)
+        _spawn(_run_here(kind, payload))
         return
     try:
         await publisher().publish(kind, payload, key=key)
@@ -70,6 +77,20 @@ async def _run_here(kind: str, payload: dict[str, Any]) -> None:
 
 
 # --- what follows a write ---------------------------------------------------------
+
+
+async def settle(*, within: float) -> None:
+    """Wait (bounded) for the job tasks still running: before a replica exits."""
+    if _local:
+        await asyncio.wait(list(_local), timeout=within)
+
+
+def follow_up(applied: Applied, presence: Presence) -> None:
+    """`after_write` without holding up the socket that made the write: a job's publish
+    waits for the broker's confirm of a persistent message (a disk write), and the
+    player's next message should not wait behind it."""
+    if applied.finished_key is not None or applied.bot_due:
+        _spawn(after_write(applied, presence))
 
 
 async def after_write(applied: Applied, presence: Presence) -> None:

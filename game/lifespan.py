@@ -9,7 +9,7 @@ from typing import Any
 
 from channels.layers import get_channel_layer
 
-from . import play, replica
+from . import jobs, play, replica
 from .groups import rebroadcast_local_rooms
 
 log = logging.getLogger(__name__)
@@ -34,6 +34,7 @@ class Lifespan:
                     await task
                 with contextlib.suppress(Exception):
                     await replica.retire()
+                await jobs.settle(within=5.0)  # publishes that follow the last moves
                 await play.close_store()
                 await send({"type": "lifespan.shutdown.complete"})
                 return
