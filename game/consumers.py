@@ -220,22 +220,27 @@ class GameRoom(LeanDispatchMixin, AsyncWebsocketConsumer):  # type: ignore[misc]
 
     # --- group events: pre-encoded frames, forwarded as they are --------------
 
+    async def forward(self, text: str) -> None:
+        """A frame from the room; none after our close went out (a drain's 1012)."""
+        if not self.closed:
+            await self.send(text_data=text)
+
     async def game_state(self, event: dict[str, Any]) -> None:
         groups.observe(event)
         metrics.OUT_STATE.inc()
-        await self.send(text_data=event["text"])
+        await self.forward(event["text"])
 
     async def game_chat(self, event: dict[str, Any]) -> None:
         metrics.OUT_CHAT.inc()
-        await self.send(text_data=event["text"])
+        await self.forward(event["text"])
 
     async def game_relay(self, event: dict[str, Any]) -> None:
         metrics.OUT_RELAY.inc()
-        await self.send(text_data=event["text"])
+        await self.forward(event["text"])
 
     async def game_direct(self, event: dict[str, Any]) -> None:
         """A frame for this connection only (quick match's `matched`)."""
-        await self.send(text_data=event["text"])
+        await self.forward(event["text"])
 
 
 class Refuse(AsyncWebsocketConsumer):  # type: ignore[misc]
