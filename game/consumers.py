@@ -184,6 +184,7 @@ class GameRoom(LeanDispatchMixin, AsyncWebsocketConsumer):  # type: ignore[misc]
                 presence = groups.known_presence(self.room).seated(mark)
                 await broadcast_row(applied.row, presence)
                 jobs.follow_up(applied, presence)
+                presence_changed(self.room)  # a fresh count follows (other replicas' sockets)
             case Chat(text=text):
                 if self.mark is None:
                     raise GameError("not_joined")
@@ -226,9 +227,8 @@ class GameRoom(LeanDispatchMixin, AsyncWebsocketConsumer):  # type: ignore[misc]
             await self.send(text_data=text)
 
     async def game_state(self, event: dict[str, Any]) -> None:
-        groups.observe(event)
         metrics.OUT_STATE.inc()
-        await self.forward(event["text"])
+        await self.forward(groups.state_text(event))
 
     async def game_chat(self, event: dict[str, Any]) -> None:
         metrics.OUT_CHAT.inc()

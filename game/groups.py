@@ -35,21 +35,33 @@ async def broadcast_text(code: str, event_type: str, text: str) -> None:
 
 # --- what this replica knows of the rooms it serves -----------------------------------
 # Every `state` a replica sends or receives carries the room row (without seat
-# tokens) and its presence; the replica keeps the newest per room it serves, so
-# a move is planned on it without reading the room first, and its `state`
-# carries presence without counting connections again.
+# tokens) and its presence; the replica keeps, per room it serves, the newest row
+# (highest version) and the newest presence (latest count) it has seen, so a move
+# is planned on the row without reading the room first, and its `state` carries
+# presence without counting connections again.
+#
+# Row and presence age separately: a move made on replica A before A heard of a
+# socket closing on replica B carries the old presence at a new version, and the
+# close's presence broadcast arrives at a lower version, which clients ignore. So
+# each replica forwards to its own members the state of the newest row with the
+# newest presence it knows, re-encoded once per event when the event's own text
+# is behind on either.
 
 known: dict[str, tuple[RoomRow, Presence]] = {}
 
 
-def remember(row: RoomRow, presence: Presence) -> None:
-    """Keep the newer of what we hold and `row` (the later one on a tie), for rooms
-    with members here."""
-    if row.code not in local_rooms:
-        return
+def remember(row: RoomRow, presence: Presence) -> tuple[RoomRow, Presence]:
+    """Merge into what we hold for a room with members here: the newer row (the later on
+    a tie), the later presence. Returns the merged pair."""
     held = known.get(row.code)
-    if held is None or held[0].version <= row.version:
+    if held is not None:
+        if held[0].version > row.version:
+            row = held[0]
+        if held[1].asof > presence.asof:
+            presence = held[1]
+    if row.code in local_rooms:
         known[row.code] = (row, presence)
+    return row, presence
 
 
 def known_row(code: str) -> RoomRow | None:
@@ -62,23 +74,29 @@ def known_presence(code: str) -> Presence:
     return Presence() if held is None else held[1]
 
 
-def observe(event: dict[str, Any]) -> None:
-    """A `game.state` event from any replica: keep its row if it is newer."""
+def state_text(event: dict[str, Any]) -> str:
+    """The frame to forward for a `game.state` event: its own text, unless this replica
+    knows a newer row or presence for the room (then the merged state, encoded once per
+    event and shared by the members here)."""
+    local = event.get("local")
+    if local is not None:
+        return str(local)
+    text: str = event["text"]
     values = event.get("row")
-    if values is None:
-        return
-    held = known.get(values[0])
-    if held is not None and held[0].version > values[1]:
-        return
-    x, o, spectators = event["presence"]
-    remember(RoomRow.from_public(values), Presence(x=x, o=o, spectators=spectators))
+    if values is not None:
+        row, presence = RoomRow.from_public(values), Presence.from_public(event["presence"])
+        merged = remember(row, presence)
+        if merged != (row, presence):
+            text = encode(state_of(*merged))
+    event["local"] = text
+    return text
 
 
 async def broadcast_row(row: RoomRow, presence: Presence | None = None) -> None:
     """Send every member of the room, on every replica, the room's `state`."""
     if presence is None:
         presence = known_presence(row.code)
-    remember(row, presence)
+    row, presence = remember(row, presence)
     text = encode(state_of(row, presence))
     layer = get_channel_layer()
     assert layer is not None

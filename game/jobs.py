@@ -132,8 +132,7 @@ async def bot_move(payload: dict[str, Any]) -> None:
     if applied is None:
         return
     if "presence" in payload:
-        x, o, spectators = payload["presence"]
-        presence = Presence(x=x, o=o, spectators=spectators)
+        presence = Presence.from_public(payload["presence"])
         await broadcast_row(applied.row, presence)
     else:
         await broadcast_state(room)

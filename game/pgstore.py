@@ -28,7 +28,7 @@ ROW = sql.SQL(", ").join(sql.Identifier(column) for column in COLUMNS)
 READ = (
     sql.SQL(
         """
-    SELECT {row}, p.x, p.o, p.s
+    SELECT {row}, p.x, p.o, p.s, extract(epoch FROM clock_timestamp())::float8
     FROM game_room r CROSS JOIN LATERAL (
         SELECT count(*) FILTER (WHERE c.mark = 'X') AS x,
                count(*) FILTER (WHERE c.mark = 'O') AS o,
@@ -69,7 +69,7 @@ OPEN = (
         ON CONFLICT (channel_name) DO UPDATE
         SET room_id = EXCLUDED.room_id, replica_id = EXCLUDED.replica_id
     )
-    SELECT {row}, p.x, p.o, p.s + 1
+    SELECT {row}, p.x, p.o, p.s + 1, extract(epoch FROM clock_timestamp())::float8
     FROM (SELECT {row} FROM created UNION ALL SELECT {row} FROM game_room WHERE code = %(code)s) r
     CROSS JOIN LATERAL (
         SELECT count(*) FILTER (WHERE c.mark = 'X') AS x,
@@ -194,8 +194,7 @@ class PgStore:
             values = await cursor.fetchone()
         if values is None:
             return None
-        x, o, spectators = values[len(COLUMNS) :]
-        return _row(values), Presence(x=x, o=o, spectators=spectators)
+        return _row(values), Presence.from_public(values[len(COLUMNS) :])
 
     async def apply(
         self, row: RoomRow, write: Write, *, channel_name: str | None = None
@@ -252,8 +251,7 @@ class PgStore:
                 # taken (its insert won, ours did nothing): the next run sees the room.
             else:
                 raise LookupError(f"room {code!r} neither created nor found")
-        x, o, spectators = values[len(COLUMNS) :]
-        return _row(values), Presence(x=x, o=o, spectators=spectators)
+        return _row(values), Presence.from_public(values[len(COLUMNS) :])
 
     async def close_connection(self, *, channel_name: str) -> bool:
         """Forget a socket and its place in the quick-match line; True if it was known."""

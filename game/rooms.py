@@ -16,6 +16,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 from dataclasses import dataclass, replace
+from typing import Any
 
 from . import rules
 from .exceptions import GameError
@@ -266,24 +267,32 @@ def bot_due(row: RoomRow) -> bool:
 
 @dataclass(frozen=True, slots=True)
 class Presence:
-    """Who is connected to a room: open sockets per seat and spectators."""
+    """Who is connected to a room: open sockets per seat and spectators, as counted at
+    `asof` (the database's clock, seconds). Presence changes without a version change,
+    so of two counts the later `asof` is the newer, whatever versions they rode with."""
 
     x: int = 0
     o: int = 0
     spectators: int = 0
+    asof: float = 0.0
 
     def online(self, mark: Mark) -> bool:
         return (self.x if mark == "X" else self.o) > 0
 
-    def public(self) -> tuple[int, int, int]:
-        return (self.x, self.o, self.spectators)
+    def public(self) -> tuple[int, int, int, float]:
+        return (self.x, self.o, self.spectators, self.asof)
+
+    @classmethod
+    def from_public(cls, values: list[Any] | tuple[Any, ...]) -> Presence:
+        x, o, spectators, *asof = values  # jobs queued by an older release carry no asof
+        return cls(int(x), int(o), int(spectators), float(asof[0]) if asof else 0.0)
 
     def seated(self, mark: Mark) -> Presence:
-        """One spectator's socket took (or reclaimed) the seat `mark`."""
+        """One spectator's socket took (or reclaimed) the seat `mark` (same count time)."""
         spectators = max(0, self.spectators - 1)
         if mark == "X":
-            return Presence(x=self.x + 1, o=self.o, spectators=spectators)
-        return Presence(x=self.x, o=self.o + 1, spectators=spectators)
+            return Presence(self.x + 1, self.o, spectators, self.asof)
+        return Presence(self.x, self.o + 1, spectators, self.asof)
 
 
 @dataclass(frozen=True, slots=True)

@@ -18,13 +18,14 @@ from .services import row_of
 
 def presence_of(code: str) -> Presence:
     """Open connections per mark, counting only live replicas."""
-    cutoff = timezone.now() - timedelta(seconds=settings.PRESENCE_TIMEOUT_SECONDS)
+    now = timezone.now()
+    cutoff = now - timedelta(seconds=settings.PRESENCE_TIMEOUT_SECONDS)
     rows = dict(
         Connection.objects.filter(room_id=code, replica__heartbeat_at__gte=cutoff)
         .values_list("mark")
         .annotate(n=Count("pk"))
     )
-    return Presence(x=rows.get("X", 0), o=rows.get("O", 0), spectators=rows.get("", 0))
+    return Presence(rows.get("X", 0), rows.get("O", 0), rows.get("", 0), now.timestamp())
 
 
 def state_of(row: RoomRow, presence: Presence) -> StateMessage:

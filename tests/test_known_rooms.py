@@ -1,0 +1,84 @@
+"""A replica's copy of the rooms it serves (game/groups.py): newest row, newest presence.
+
+Row and presence age separately: a move carries the presence its replica knew, and a
+presence count rides at whatever version was current. Whatever order the events
+arrive in, the members of a replica are sent the newest row with the newest presence.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from game import groups
+from game.protocol import encode
+from game.rooms import Presence, RoomRow
+from game.selectors import state_of
+
+ROOM = "copy"
+
+
+@pytest.fixture(autouse=True)
+def _served_room() -> Iterator[None]:
+    groups.local_rooms[ROOM] += 1
+    yield
+    del groups.local_rooms[ROOM]
+    groups.known.pop(ROOM, None)
+
+
+def event(row: RoomRow, presence: Presence) -> dict[str, Any]:
+    """A `game.state` event as the layer delivers it."""
+    return {
+        "type": "game.state",
+        "text": encode(state_of(row, presence)),
+        "row": list(row.public()),
+        "presence": list(presence.public()),
+    }
+
+
+def seen(text: str) -> tuple[int, bool, int]:
+    state = json.loads(text)
+    return state["version"], state["players"]["O"]["online"], state["spectators"]
+
+
+SEATED = RoomRow(code=ROOM, version=2, x_name="ana", o_name="bo")
+MOVED = RoomRow(code=ROOM, version=3, board="X........", x_name="ana", o_name="bo")
+BO_ONLINE = Presence(x=1, o=1, spectators=2, asof=100.0)
+BO_GONE = Presence(x=1, o=0, spectators=2, asof=101.0)
+
+
+def test_a_move_with_old_presence_after_a_newer_count_is_forwarded_with_the_count() -> None:
+    """bo's socket closed (count at v2, asof 101); a move made elsewhere before that
+    replica heard of it arrives at v3 still saying bo is online."""
+    assert seen(groups.state_text(event(SEATED, BO_GONE))) == (2, False, 2)
+    assert seen(groups.state_text(event(MOVED, BO_ONLINE))) == (3, False, 2)
+    assert groups.known[ROOM] == (MOVED, BO_GONE)
+
+
+def test_a_newer_count_at_an_older_version_is_forwarded_at_the_newest_version() -> None:
+    """The move (v3) came first; the close's count rides at v2, which clients would ignore."""
+    assert seen(groups.state_text(event(MOVED, BO_ONLINE))) == (3, True, 2)
+    assert seen(groups.state_text(event(SEATED, BO_GONE))) == (3, False, 2)
+
+
+def test_an_event_that_is_newest_on_both_counts_is_forwarded_as_sent() -> None:
+    groups.remember(SEATED, BO_ONLINE)
+    fresh = event(MOVED, BO_GONE)
+    assert groups.state_text(fresh) == fresh["text"]
+    assert groups.known[ROOM] == (MOVED, BO_GONE)
+
+
+def test_the_merged_frame_is_encoded_once_per_event() -> None:
+    groups.remember(MOVED, BO_GONE)
+    late = event(SEATED, BO_ONLINE)
+    first = groups.state_text(late)
+    assert late["local"] == first
+    assert groups.state_text(late) is first
+
+
+def test_rooms_without_members_here_are_not_kept() -> None:
+    groups.remember(RoomRow(code="elsewhere", version=5), BO_ONLINE)
+    assert "elsewhere" not in groups.known
