@@ -88,7 +88,7 @@ class GameRoom(LeanDispatchMixin, AsyncWebsocketConsumer):  # type: ignore[misc]
         )
         # Read before group_add, so a broadcast may overtake it: clients keep the highest version.
         await self.send(text_data=encode(state_of(row, presence)))
-        presence_changed(self.room)  # the spectator count grew
+        presence_changed(self.room, connect=True)  # the spectator count grew
 
     async def disconnect(self, code: int) -> None:
         self.closed = True

@@ -118,23 +118,41 @@ async def broadcast_state(code: str) -> None:
 # --- presence broadcasts, coalesced --------------------------------------------------
 # Every connect and disconnect changes a room's presence; broadcasting each one
 # makes filling a room of N spectators cost N^2 frames. A change schedules one
-# broadcast per room after PRESENCE_BROADCAST_DELAY_SECONDS instead, and the
-# changes in between ride along (the state is read when the broadcast leaves).
+# broadcast per room instead, and the changes in between ride along (the state
+# is read when the broadcast leaves): within PRESENCE_BROADCAST_DELAY_SECONDS
+# after a close or a seat change (the protocol promises a closed seat shows
+# offline within a second), within PRESENCE_CONNECT_DELAY_SECONDS after a
+# connect (a bigger spectator count; the newcomer's own `state` already counts
+# it), so a swarm joining a room costs a broadcast a second, not four.
 
-_presence_pending: dict[str, asyncio.Task[None]] = {}
+_presence_pending: dict[str, tuple[asyncio.Task[None], float]] = {}
 
 
-def presence_changed(code: str) -> None:
-    if code not in _presence_pending:
-        _presence_pending[code] = asyncio.create_task(_presence_flush(code))
+def presence_changed(code: str, *, connect: bool = False) -> None:
+    """Schedule the room's presence broadcast, unless one leaves soon enough already."""
+    delay = (
+        settings.PRESENCE_CONNECT_DELAY_SECONDS
+        if connect
+        else settings.PRESENCE_BROADCAST_DELAY_SECONDS
+    )
+    loop = asyncio.get_running_loop()
+    due = loop.time() + delay
+    pending = _presence_pending.get(code)
+    if pending is not None:
+        if pending[1] <= due:
+            return
+        pending[0].cancel()  # a close needs it sooner than the connect that scheduled it
+    _presence_pending[code] = (asyncio.create_task(_presence_flush(code, delay)), due)
 
 
-async def _presence_flush(code: str) -> None:
+async def _presence_flush(code: str, delay: float) -> None:
     try:
-        await asyncio.sleep(settings.PRESENCE_BROADCAST_DELAY_SECONDS)
+        await asyncio.sleep(delay)
     finally:
         # Forget before reading: a change after the read schedules a new broadcast.
-        _presence_pending.pop(code, None)
+        pending = _presence_pending.get(code)
+        if pending is not None and pending[0] is asyncio.current_task():
+            del _presence_pending[code]
     try:
         await broadcast_state(code)
     except Exception:  # the broker is away: the re-send after it returns heals presence
@@ -142,7 +160,7 @@ async def _presence_flush(code: str) -> None:
 
 
 def presence_pending() -> list[asyncio.Task[None]]:
-    return list(_presence_pending.values())
+    return [task for task, _ in _presence_pending.values()]
 
 
 # --- rooms with members on this replica ------------------------------------------------

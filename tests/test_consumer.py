@@ -1199,14 +1199,16 @@ async def test_seat_stays_online_while_another_connection_holds_it(ws: Sockets) 
 
 
 async def test_spectator_count_follows_connects_and_disconnects(ws: Sockets) -> None:
+    # A connect's presence broadcast leaves within PRESENCE_CONNECT_DELAY_SECONDS.
+    after_connect = django_settings.PRESENCE_CONNECT_DELAY_SECONDS + 2
     first = await ws.open()
     assert first.first_state["spectators"] == 1
 
     second = await ws.open()
     assert second.first_state["spectators"] == 2
-    await first.state_where(lambda s: s["spectators"] == 2)
+    await first.state_where(lambda s: s["spectators"] == 2, within=after_connect)
     third = await ws.open()
-    await first.state_where(lambda s: s["spectators"] == 3)
+    await first.state_where(lambda s: s["spectators"] == 3, within=after_connect)
 
     await third.close()
     await first.state_where(lambda s: s["spectators"] == 2)

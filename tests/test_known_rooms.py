@@ -7,11 +7,13 @@ arrive in, the members of a replica are sent the newest row with the newest pres
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from django.conf import settings
 
 from game import groups
 from game.protocol import encode
@@ -82,3 +84,28 @@ def test_the_merged_frame_is_encoded_once_per_event() -> None:
 def test_rooms_without_members_here_are_not_kept() -> None:
     groups.remember(RoomRow(code="elsewhere", version=5), BO_ONLINE)
     assert "elsewhere" not in groups.known
+
+
+async def test_a_close_brings_a_pending_connect_broadcast_forward() -> None:
+    """A connect's presence broadcast may wait PRESENCE_CONNECT_DELAY_SECONDS; a close in
+    the same room needs it within PRESENCE_BROADCAST_DELAY_SECONDS and gets it."""
+    loop = asyncio.get_running_loop()
+    try:
+        before = loop.time()
+        groups.presence_changed(ROOM, connect=True)
+        task, due = groups._presence_pending[ROOM]
+        assert due >= before + settings.PRESENCE_CONNECT_DELAY_SECONDS
+        groups.presence_changed(ROOM, connect=True)  # rides along
+        assert groups._presence_pending[ROOM][0] is task
+        groups.presence_changed(ROOM)  # a close: sooner
+        sooner, sooner_due = groups._presence_pending[ROOM]
+        assert sooner is not task
+        assert sooner_due <= loop.time() + settings.PRESENCE_BROADCAST_DELAY_SECONDS
+        await asyncio.sleep(0)
+        assert task.cancelled()
+        groups.presence_changed(ROOM, connect=True)  # a connect never delays it
+        assert groups._presence_pending[ROOM][0] is sooner
+    finally:
+        for pending in groups.presence_pending():
+            pending.cancel()
+        groups._presence_pending.clear()

@@ -116,16 +116,22 @@ STORAGES = {
 REPLICA_NAME: str = env.str("REPLICA_NAME", default="")
 HOSTNAME = socket.gethostname()
 MAX_FRAME_BYTES: int = env.int("MAX_FRAME_BYTES", default=16384)
+# permessage-deflate on game sockets (deploy/uvicorn_worker.py), without context takeover
+# when on. Off: our frames are a few hundred bytes of JSON; bench/sockets.py has the bytes,
+# CPU and memory of each choice.
+WS_PER_MESSAGE_DEFLATE: bool = env.bool("WS_PER_MESSAGE_DEFLATE", default=False)
 RATE_LIMIT_PER_SECOND: int = env.int("RATE_LIMIT_PER_SECOND", default=20)
 RATE_LIMIT_CLOSE_PER_SECOND: int = env.int("RATE_LIMIT_CLOSE_PER_SECOND", default=100)
 # Presence: every replica stamps a heartbeat; connections of a replica whose
 # heartbeat is older than PRESENCE_TIMEOUT are treated as gone and swept.
 PRESENCE_HEARTBEAT_SECONDS: float = env.float("PRESENCE_HEARTBEAT_SECONDS", default=10.0)
 PRESENCE_TIMEOUT_SECONDS: float = env.float("PRESENCE_TIMEOUT_SECONDS", default=35.0)
-# Connects and disconnects in one room within this window share one broadcast.
+# Presence changes in one room share one broadcast: within this long after a close or
+# a seat change, within PRESENCE_CONNECT_DELAY after a connect (see game/groups.py).
 PRESENCE_BROADCAST_DELAY_SECONDS: float = env.float(
     "PRESENCE_BROADCAST_DELAY_SECONDS", default=0.25
 )
+PRESENCE_CONNECT_DELAY_SECONDS: float = env.float("PRESENCE_CONNECT_DELAY_SECONDS", default=1.0)
 
 LOG_LEVEL: str = env.str("LOG_LEVEL", default="INFO")
 LOGGING = {
