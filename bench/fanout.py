@@ -180,7 +180,8 @@ def servers(contender: Contender, log_dir: Path) -> Iterator[list[tuple[int, int
         }
         if contender.app == "game":
             subprocess.run([PY, "manage.py", "migrate", "-v0"], cwd=ROOT, env=env, check=True)
-        procs = []
+        procs: list[tuple[int, subprocess.Popen[bytes]]] = []
+        workers: list[subprocess.Popen[bytes]] = []
         try:
             for i in range(contender.replicas):
                 port = free_port()
@@ -202,14 +203,33 @@ def servers(contender: Contender, log_dir: Path) -> Iterator[list[tuple[int, int
                     start_new_session=True,
                 )
                 procs.append((port, proc))
+            if contender.app == "game":
+                # The job fleet, as production runs it: finished games are counted (and the
+                # jobs queue does not grow for the whole run). Its CPU is not the replicas'.
+                log = open(log_dir / "worker.log", "ab")  # noqa: SIM115
+                cmd = [PY, "manage.py", "run_workers", "--concurrency", "4"]
+                cmd += ["--metrics-port", str(free_port())]
+                workers.append(
+                    subprocess.Popen(
+                        cmd,
+                        cwd=ROOT,
+                        env=env,
+                        stdout=log,
+                        stderr=subprocess.STDOUT,
+                        start_new_session=True,
+                    )
+                )
             for port, _ in procs:
                 wait_http(f"http://127.0.0.1:{port}/healthz")
             yield [(port, proc.pid) for port, proc in procs]
         finally:
-            for _, proc in procs:
+            for proc in workers:
                 if proc.poll() is None:
                     os.killpg(proc.pid, signal.SIGTERM)
             for _, proc in procs:
+                if proc.poll() is None:
+                    os.killpg(proc.pid, signal.SIGTERM)
+            for proc in [*(proc for _, proc in procs), *workers]:
                 try:
                     proc.wait(15)
                 except subprocess.TimeoutExpired:
