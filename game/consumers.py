@@ -201,8 +201,7 @@ class GameRoom(LeanDispatchMixin, AsyncWebsocketConsumer):  # type: ignore[misc]
             case Simple(type="sync"):
                 found = await play.view(self.room)
                 if found is not None:
-                    groups.remember(*found)
-                    await self.send(text_data=encode(state_of(*found)))
+                    await self.send(text_data=encode(state_of(*groups.remember(*found))))
             case Ping(t=t):
                 await self.send(text_data=encode({"type": "pong", "t": t}))
             case QuickMatch(name=name):
