@@ -20,7 +20,8 @@ R x M / round-trip deliveries/s (50 rooms x 4 members at 20 ms: 10,000/s); a
 rung above that fails on "offered < 90%", which is the right verdict for that
 many rooms; give it more with --rooms.
 
-Also measured: memory per idle WebSocket (10k sockets on one game replica),
+Also measured (bench/sockets.py): memory per idle WebSocket (10k sockets on one game replica,
+with and without a permessage-deflate offer), connects per second on one replica,
 server (replica) CPU per delivered message, and for the move path replica and
 PostgreSQL backend CPU per move. Results: a table on stdout, and
 bench/results/<stamp>.{json,md,png}.
@@ -628,46 +629,6 @@ def best(steps: list[Step]) -> Step | None:
     return max(good, key=lambda s: s.rate) if good else None
 
 
-async def idle_memory(args: argparse.Namespace, log_dir: Path) -> dict[str, float]:
-    """RSS growth of one game replica holding N idle sockets (one room each)."""
-    contender = Contender("game", "game", 1, "moves")
-    with servers(contender, log_dir) as procs:
-        port, pid = procs[0]
-        proc = psutil.Process(pid)
-        conns = []
-        for _ in range(200):  # warm the allocator and the caches first
-            conns.append(await _idle(port))
-        await asyncio.sleep(1)
-        before = proc.memory_info().rss
-        for i in range(args.idle):
-            conns.append(await _idle(port))
-            if i % 1000 == 999:
-                print(f"  idle sockets: {i + 1}", flush=True)
-        await asyncio.sleep(2)
-        after = proc.memory_info().rss
-        for ws in conns:
-            await ws.close()
-    per = (after - before) / args.idle
-    return {
-        "sockets": args.idle,
-        "rss_before_mb": before / 2**20,
-        "rss_after_mb": after / 2**20,
-        "kb_per_socket": per / 1024,
-    }
-
-
-async def _idle(port: int) -> ClientConnection:
-    ws = await websockets.connect(
-        f"ws://127.0.0.1:{port}/ws/game/i{uuid.uuid4().hex[:12]}",
-        compression=None,
-        proxy=None,
-        ping_interval=None,
-    )
-    await ws.recv()
-    await ws.recv()
-    return ws
-
-
 def topped(steps: list[Step], args: argparse.Namespace) -> bool:
     """Every rate tried was loss-free: the ceiling lies above the ladder."""
     return len(steps) == len(args.rates) and all(ok(s) for s in steps)
@@ -724,9 +685,7 @@ def game_lines(results: dict[str, list[Step]], args: argparse.Namespace) -> list
     return ["", *lines] if lines else []
 
 
-def report(
-    results: dict[str, list[Step]], memory: dict[str, float] | None, args: argparse.Namespace
-) -> str:
+def report(results: dict[str, list[Step]], sockets: str | None, args: argparse.Namespace) -> str:
     pubsub = best(results.get("tutorial relay, channels_redis PubSub", []))
     raw = best(results.get("raw ASGI broadcast, no Channels (1 process)", []))
     lines = [
@@ -761,13 +720,8 @@ def report(
     if any(topped(steps, args) for steps in results.values()):
         lines += ["", "+: loss-free at every rate tried; the ceiling is higher."]
     lines += game_lines(results, args)
-    if memory:
-        lines += [
-            "",
-            f"idle sockets on one game replica: {memory['sockets']:.0f} sockets, RSS"
-            f" {memory['rss_before_mb']:.0f} -> {memory['rss_after_mb']:.0f} MiB,"
-            f" {memory['kb_per_socket']:.1f} KiB per socket",
-        ]
+    if sockets:
+        lines += ["", sockets]
     return "\n".join(lines)
 
 
@@ -844,8 +798,12 @@ async def main() -> None:
     for contender, ladders in plan:
         print(f"{contender.name}:", flush=True)
         results.update(await sweep(contender, ladders, args, log_dir))
-    memory = await idle_memory(args, log_dir) if args.idle else None
-    text = report(results, memory, args)
+    probe = None
+    if args.idle:  # idle KiB per socket (deflate offered and not) and connects/s, one replica
+        from bench import sockets  # it builds on this module's servers()
+
+        probe = await sockets.measure(sockets_n=args.idle, log_dir=log_dir)
+    text = report(results, sockets.table(probe) if probe else None, args)
     print("\n" + text)
     (RESULTS / f"{stamp}.md").write_text(text + "\n")
     (RESULTS / f"{stamp}.json").write_text(
@@ -853,7 +811,7 @@ async def main() -> None:
             {
                 "args": vars(args),
                 "results": {k: [asdict(s) for s in v] for k, v in results.items()},
-                "memory": memory,
+                "sockets": asdict(probe) if probe else None,
             },
             indent=1,
         )
