@@ -235,6 +235,7 @@ class GameWebSocketProtocol(WebSocketsSansIOProtocol):
 
     @classmethod
     def negotiable(cls) -> list[ServerExtensionFactory]:
+        """The extensions offered to clients, from the settings once per process."""
         if cls._extensions is None:
             from django.conf import settings  # configured by the app, loaded before sockets
 
