@@ -301,8 +301,9 @@ class GameUvicornWorker(UvicornWorker):
         "lifespan": "on",
         # Frames above the protocol's limit are closed with 1009 by the server itself.
         "ws_max_size": int(os.environ.get("MAX_FRAME_BYTES", "16384")),
-        "ws_ping_interval": 20.0,
-        "ws_ping_timeout": 20.0,
+        # The server pings every socket; one that does not answer in time is closed.
+        "ws_ping_interval": float(os.environ.get("WS_PING_INTERVAL_SECONDS", "20")),
+        "ws_ping_timeout": float(os.environ.get("WS_PING_TIMEOUT_SECONDS", "20")),
         "proxy_headers": True,
         "timeout_graceful_shutdown": int(os.environ.get("GRACEFUL_SHUTDOWN_SECONDS", "25")),
     }

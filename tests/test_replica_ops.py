@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import os
 import signal
 import time
@@ -156,3 +157,41 @@ async def test_rooms_get_their_state_again_after_the_broker_returns(
 def _restart_broker() -> None:
     with broker_stopped():
         time.sleep(0.5)
+
+
+async def test_a_socket_whose_peer_stops_answering_pings_is_closed_and_others_stay(
+    server_env: dict[str, str], tmp_path: Path
+) -> None:
+    """The server's keepalive: a peer that never answers a ping is closed after the
+    timeout; a peer that answers (the websockets client does) stays open."""
+    # Pings often; a generous pong deadline, so a loaded machine never fails the answering one.
+    env = {**server_env, "WS_PING_INTERVAL_SECONDS": "0.5", "WS_PING_TIMEOUT_SECONDS": "3"}
+    srv = UvicornServer(env=env, name="web-ping", log_dir=tmp_path)
+    srv.migrate()
+    srv.start()
+    answering = await GameClient.open(f"{srv.ws_url}/ws/game/pings", "answering")
+    try:
+        reader, writer = await asyncio.open_connection("127.0.0.1", srv.port)
+        key = base64.b64encode(os.urandom(16)).decode()
+        writer.write(
+            (
+                "GET /ws/game/pings HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\n"
+                f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\n"
+                "Sec-WebSocket-Version: 13\r\n\r\n"
+            ).encode()
+        )
+        await writer.drain()
+        head = await reader.readuntil(b"\r\n\r\n")
+        assert head.startswith(b"HTTP/1.1 101"), head
+        # Never answer: read welcome, state and the pings until the server hangs up.
+        async with asyncio.timeout(30):
+            while await reader.read(4096):
+                pass
+        writer.close()
+        # The answering client went through the same pings and is still served.
+        await answering.send({"type": "ping", "t": 7})
+        pong = await answering.next("pong")
+        assert pong["t"] == 7
+    finally:
+        await answering.close()
+        srv.stop()
