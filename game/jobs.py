@@ -20,7 +20,7 @@ from django.conf import settings
 
 from . import play, services
 from .aio import call
-from .groups import broadcast_row, broadcast_state
+from .groups import broadcast_row
 from .protocol import encode
 from .rooms import Applied, Presence, RoomRow
 
@@ -133,10 +133,10 @@ async def bot_move(payload: dict[str, Any]) -> None:
         return
     if "presence" in payload:
         presence = Presence.from_public(payload["presence"])
-        await broadcast_row(applied.row, presence)
-    else:
-        await broadcast_state(room)
-        presence = Presence()
+    else:  # a job from the sweep: count presence now
+        found = await play.view(room)
+        presence = found[1] if found is not None else Presence()
+    await broadcast_row(applied.row, presence)
     await after_write(applied, presence)
 
 
