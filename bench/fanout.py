@@ -251,6 +251,7 @@ class Room:
         self.turn: str | None = None
         self.opener = "X"
         self.busy = False  # an action is in flight (its state not seen yet by the players)
+        self.acted_at = -1  # the version the action in flight was sent at
         self.sent_at: dict[int, float] = {}  # version an action will produce -> send time
         self.by_mark: dict[str, ClientConnection] = {}  # who holds X and O (from `joined`)
 
@@ -307,7 +308,11 @@ async def _read(ws: ClientConnection, room: Room, meter: Meter, player: bool) ->
                 if moves and version > room.version and version in room.sent_at:
                     meter.moves += 1
                 room.version, room.status, room.turn = version, state["status"], state["turn"]
-                if state["status"] == "playing" or state["rematch"] == []:
+                # The action in flight landed once a newer version shows it (the other
+                # player's copy of the version it was sent at does not count).
+                if version > room.acted_at and (
+                    state["status"] == "playing" or state["rematch"] == []
+                ):
                     room.busy = False
             continue
         if text.startswith('{"type":'):
@@ -345,6 +350,7 @@ async def act(room: Room, meter: Meter, mode: str, members: int) -> bool:
     if room.busy or room.status == "waiting":
         return False
     room.busy = True
+    room.acted_at = room.version
     if room.status in ("won", "draw"):
         room.sent_at[room.version + 1] = now
         await room.members[0].send('{"type":"rematch"}')

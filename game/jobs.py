@@ -113,7 +113,7 @@ async def after_write(applied: Applied, presence: Presence) -> None:
 
 
 async def game_finished(payload: dict[str, Any]) -> None:
-    await call(services.result_count, key=str(payload["key"]))
+    await play.count_result(key=str(payload["key"]))
 
 
 async def bot_move(payload: dict[str, Any]) -> None:

@@ -97,6 +97,44 @@ CLOSE = sql.SQL(
 )
 
 
+# A finished game onto the leaderboard, once: the result row flips to `counted` and
+# both players' rows change in the same statement, so a redelivered job counts
+# nothing. Rows are written in name order (no deadlock between two games of the
+# same players); a game against yourself counts a win and a loss and ends the
+# streak (services.tally, the ORM path, does the same).
+COUNT_RESULT = """
+    WITH counted AS (
+        UPDATE game_gameresult SET counted = true WHERE key = %(key)s AND NOT counted
+        RETURNING x_name, o_name, x_bot, o_bot, winner
+    ), verdicts AS (
+        SELECT x_name AS name, winner = 'X' AS won, winner = 'O' AS lost FROM counted
+        WHERE NOT x_bot
+        UNION ALL
+        SELECT o_name, winner = 'O', winner = 'X' FROM counted WHERE NOT o_bot
+    ), tally AS (
+        SELECT name, count(*) FILTER (WHERE won) AS w, count(*) FILTER (WHERE lost) AS l,
+               count(*) FILTER (WHERE NOT won AND NOT lost) AS d
+        FROM verdicts GROUP BY name
+    ), board AS (
+        INSERT INTO game_leaderboardentry AS e
+            (name, wins, losses, draws, streak, best_streak, updated_at)
+        SELECT name, w, l, d, CASE WHEN l + d = 0 THEN w ELSE 0 END,
+               CASE WHEN l + d = 0 THEN w ELSE 0 END, now()
+        FROM tally ORDER BY name
+        ON CONFLICT (name) DO UPDATE SET
+            wins = e.wins + EXCLUDED.wins,
+            losses = e.losses + EXCLUDED.losses,
+            draws = e.draws + EXCLUDED.draws,
+            streak = CASE WHEN EXCLUDED.losses + EXCLUDED.draws = 0
+                          THEN e.streak + EXCLUDED.wins ELSE 0 END,
+            best_streak = greatest(e.best_streak, CASE WHEN EXCLUDED.losses + EXCLUDED.draws = 0
+                                                       THEN e.streak + EXCLUDED.wins ELSE 0 END),
+            updated_at = now()
+    )
+    SELECT count(*) FROM counted
+"""
+
+
 def conninfo() -> str:
     """Django's database settings as a libpq connection string."""
     db = settings.DATABASES["default"]
@@ -252,6 +290,14 @@ class PgStore:
             else:
                 raise LookupError(f"room {code!r} neither created nor found")
         return _row(values), Presence.from_public(values[len(COLUMNS) :])
+
+    async def count_result(self, *, key: str) -> bool:
+        """Apply one finished game to the leaderboard, once: True if it was counted now."""
+        pool = await self._ready()
+        async with pool.connection() as conn:
+            cursor = await conn.execute(COUNT_RESULT, {"key": key})
+            values = await cursor.fetchone()
+        return bool(values and values[0])
 
     async def close_connection(self, *, channel_name: str) -> bool:
         """Forget a socket and its place in the quick-match line; True if it was known."""

@@ -164,6 +164,14 @@ async def bot_move(*, code: str, version: int, known: RoomRow | None) -> Applied
     return await act(code, lambda row: rooms.plan_bot_move(row, version=version), known=known)
 
 
+async def count_result(*, key: str) -> bool:
+    """A finished game onto the leaderboard, once (the `game.finished` job)."""
+    pg = store()
+    if pg is not None:
+        return await pg.count_result(key=key)
+    return bool(await database_sync_to_async(services.result_count)(key=key))
+
+
 def _open_orm(code: str, channel_name: str, replica: str) -> tuple[RoomRow, Presence]:
     services.connection_open(code=code, channel_name=channel_name, replica=replica)
     found = room_view(code)

@@ -270,52 +270,49 @@ def result_count(*, key: str) -> bool:
     """Apply one finished game to the leaderboard, once. True if it was counted now.
 
     The result row is locked and flipped to `counted` in the same transaction as
-    the leaderboard update, so a redelivered job finds nothing to do.
+    the leaderboard update, so a redelivered job finds nothing to do. (On
+    PostgreSQL the async side does the same in one statement: PgStore.count_result.)
     """
     with transaction.atomic():
         result = GameResult.objects.select_for_update().filter(key=key, counted=False).first()
         if result is None:
             return False
-        players = [
-            (name, _result_for(result.winner, mark))
-            for mark, name, bot in (
-                ("X", result.x_name, result.x_bot),
-                ("O", result.o_name, result.o_bot),
-            )
-            if not bot  # the computer has no place on the leaderboard
-        ]
-        names = sorted({name for name, _ in players})  # a fixed lock order: no deadlocks
-        for name in names:
+        rows = tally(result.winner, [(result.x_name, result.x_bot), (result.o_name, result.o_bot)])
+        for name in sorted(rows):  # a fixed lock order: no deadlocks
             LeaderboardEntry.objects.get_or_create(name=name)
-        entries = {
-            entry.name: entry
-            for entry in LeaderboardEntry.objects.select_for_update()
-            .filter(name__in=names)
-            .order_by("name")
-        }
-        for name, verdict in players:
-            entry = entries[name]
-            if verdict == "win":
-                entry.wins += 1
-                entry.streak += 1
-                entry.best_streak = max(entry.best_streak, entry.streak)
-            elif verdict == "loss":
-                entry.losses += 1
-                entry.streak = 0
-            else:
-                entry.draws += 1
-                entry.streak = 0
-        for entry in entries.values():
+        entries = LeaderboardEntry.objects.select_for_update().filter(name__in=rows)
+        for entry in entries.order_by("name"):
+            wins, losses, draws = rows[entry.name]
+            entry.wins += wins
+            entry.losses += losses
+            entry.draws += draws
+            entry.streak = entry.streak + wins if losses + draws == 0 else 0
+            entry.best_streak = max(entry.best_streak, entry.streak)
             entry.save()
         result.counted = True
         result.save(update_fields=["counted"])
     return True
 
 
-def _result_for(winner: str, mark: str) -> str:
-    if not winner:
-        return "draw"
-    return "win" if winner == mark else "loss"
+def tally(winner: str, players: list[tuple[str, bool]]) -> dict[str, tuple[int, int, int]]:
+    """name -> (wins, losses, draws) one game adds; X first, the computer left out.
+
+    A game against yourself (both seats under one name) adds a win and a loss
+    and ends the streak.
+    """
+    rows: dict[str, tuple[int, int, int]] = {}
+    for mark, (name, bot) in zip("XO", players, strict=True):
+        if bot:
+            continue
+        wins, losses, draws = rows.get(name, (0, 0, 0))
+        if not winner:
+            draws += 1
+        elif winner == mark:
+            wins += 1
+        else:
+            losses += 1
+        rows[name] = (wins, losses, draws)
+    return rows
 
 
 def results_uncounted(*, older_than_seconds: float, limit: int = 500) -> list[str]:

@@ -331,3 +331,101 @@ async def test_sockets_racing_into_a_new_room_all_get_it(stores: Stores) -> None
     found = await play.view("fresh")
     assert found is not None
     assert found[1].public()[:3] == (0, 0, 20)
+
+
+# --- the leaderboard: one statement per finished game ------------------------------------
+
+# (x name, o name, x is the computer, o is the computer, winner)
+RESULTS: list[tuple[str, str, bool, bool, str]] = [
+    ("ana", "bo", False, False, "X"),
+    ("ana", "bo", False, False, "X"),
+    ("bo", "ana", False, False, ""),
+    ("ana", "Computer", False, True, "X"),
+    ("Computer", "bo", True, False, "X"),
+    ("bo", "ana", False, False, "X"),
+    ("ana", "ana", False, False, "O"),  # both seats under one name: a win and a loss
+    ("ana", "bo", False, False, "X"),
+    ("cy", "ana", False, False, "O"),
+]
+
+
+async def _results(prefix: str) -> list[str]:
+    from game.models import Room
+
+    room = await Room.objects.acreate(code=f"{prefix}-lb")
+    keys = []
+    for i, (x, o, x_bot, o_bot, winner) in enumerate(RESULTS):
+        result = await GameResult.objects.acreate(
+            key=f"{room.code}:{i}",
+            room=room,
+            x_name=f"{prefix}-{x}",
+            o_name=f"{prefix}-{o}",
+            x_bot=x_bot,
+            o_bot=o_bot,
+            winner=winner,
+        )
+        keys.append(result.key)
+    return keys
+
+
+async def _board(prefix: str) -> dict[str, tuple[int, int, int, int, int]]:
+    from game.models import LeaderboardEntry
+
+    return {
+        entry.name.removeprefix(prefix + "-"): (
+            entry.wins,
+            entry.losses,
+            entry.draws,
+            entry.streak,
+            entry.best_streak,
+        )
+        async for entry in LeaderboardEntry.objects.filter(name__startswith=prefix + "-")
+    }
+
+
+async def test_a_finished_game_is_counted_in_one_statement_exactly_as_the_orm_counts_it(
+    stores: Stores,
+) -> None:
+    """The same games counted by the async statement and by the ORM service give the same
+    leaderboard; a second count of any game changes nothing."""
+    fast, orm = await _results("fast"), await _results("orm")
+    pg = stores.new()
+    for key in fast:
+        assert await pg.count_result(key=key) is True
+        assert await pg.count_result(key=key) is False  # a redelivered job
+    for key in orm:
+        assert await sync_to_async(services.result_count)(key=key) is True
+        assert await sync_to_async(services.result_count)(key=key) is False
+    expected = {
+        # wins, losses, draws, streak, best streak
+        "ana": (6, 2, 1, 2, 2),
+        "bo": (1, 4, 1, 0, 1),
+        "cy": (0, 1, 0, 0, 0),
+    }
+    assert await _board("fast") == expected
+    assert await _board("orm") == expected
+    assert await GameResult.objects.filter(counted=False).acount() == 0
+
+
+async def test_games_of_the_same_players_counted_at_once_lose_nothing(stores: Stores) -> None:
+    """Concurrent counts on several pools (as several workers would) add up exactly."""
+    from game.models import Room
+
+    room = await Room.objects.acreate(code="many-lb")
+    keys = []
+    for i in range(60):
+        x, o = ("many-a", "many-b") if i % 2 else ("many-b", "many-a")
+        result = await GameResult.objects.acreate(
+            key=f"many-lb:{i}", room=room, x_name=x, o_name=o, winner="X" if i % 3 else ""
+        )
+        keys.append(result.key)
+    pools = [stores.new() for _ in range(3)]
+    counted = await asyncio.gather(
+        *(pools[i % 3].count_result(key=key) for i, key in enumerate(keys * 2))
+    )
+    assert sum(counted) == 60
+    board = await _board("many")
+    draws = sum(1 for i in range(60) if i % 3 == 0)
+    assert board["a"][2] == board["b"][2] == draws
+    assert board["a"][0] + board["b"][0] == 60 - draws
+    assert board["a"][0] + board["a"][1] + draws == 60
