@@ -77,6 +77,12 @@ class Config:
 
     # --- thresholds (exit code) ---------------------------------------------------------
     threshold_p99_ms: float = field(default_factory=lambda: _float("THRESHOLD_P99_MS", 500.0))
+    # The players' own latency is held tighter than the spectators' fan-out.
+    threshold_move_p99_ms: float = field(
+        default_factory=lambda: _float("THRESHOLD_MOVE_P99_MS", 200.0)
+    )
+    # Drained (1012) sockets that never came back within RECONNECT_DEADLINE_S.
+    max_not_back: int = field(default_factory=lambda: _int("MAX_NOT_BACK", 0))
     max_lost: int = field(default_factory=lambda: _int("MAX_LOST", 0))
     max_fail_ratio: float = field(default_factory=lambda: _float("MAX_FAIL_RATIO", 0.01))
     # Where the master (or a standalone run) writes its summary as JSON; empty: nowhere.

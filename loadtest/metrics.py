@@ -65,6 +65,11 @@ def is_loss(error: str) -> bool:
     return error.startswith(LostDelivery.__name__)
 
 
+def is_not_back(error: str) -> bool:
+    """Whether a Locust error string is a drained socket that gave up coming back."""
+    return error.startswith(NotBack.__name__)
+
+
 @dataclass
 class ProcessCounters:
     """This process's counters; the master sums the latest report of each worker."""

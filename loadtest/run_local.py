@@ -522,8 +522,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--port", type=int, default=None, help="load balancer port (8000 if free)")
     parser.add_argument("--database-url", default=DEFAULT_DATABASE_URL)
     parser.add_argument("--app-python", default=str(APP_PYTHON), help="the app virtualenv's python")
-    parser.add_argument("--users", type=int, default=None, help="40 (--smoke: 8)")
-    parser.add_argument("--spawn-rate", type=float, default=None, help="10 (--smoke: 8)")
+    parser.add_argument("--users", type=int, default=None, help="120 (--smoke: 8)")
+    parser.add_argument("--spawn-rate", type=float, default=None, help="20 (--smoke: 8)")
     parser.add_argument("--run-time", type=int, default=None, help="seconds: 60 (--smoke: 15)")
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument(
@@ -546,8 +546,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         {"users": 8, "spawn_rate": 8, "run_time": 15, "replicas": 2}
         if args.smoke
         else {
-            "users": 40,
-            "spawn_rate": 10,
+            "users": 120,
+            "spawn_rate": 20,
             "run_time": 60,
             "replicas": 3,
         }

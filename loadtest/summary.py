@@ -31,6 +31,7 @@ from .metrics import (
     MoveFailed,
     ProcessCounters,
     is_loss,
+    is_not_back,
 )
 
 log = logging.getLogger("loadtest")
@@ -155,6 +156,7 @@ def build(environment: Any) -> dict[str, Any]:
         for e in stats.errors.values()
     ]
     lost = sum(e["occurrences"] for e in errors if is_loss(str(e["error"])))
+    not_back = sum(e["occurrences"] for e in errors if is_not_back(str(e["error"])))
     failures = total.num_failures
     requests = total.num_requests
     fail_ratio = failures / requests if requests else 0.0
@@ -167,8 +169,14 @@ def build(environment: Any) -> dict[str, Any]:
     for name in LATENCY_NAMES:
         row = rows.get(name)
         if row and row["count"]:
-            checks.append(_check(f"p99 {name} (ms)", row["p99_ms"], CONFIG.threshold_p99_ms))
+            limit = (
+                CONFIG.threshold_move_p99_ms
+                if name == MOVE_TO_OPPONENT
+                else CONFIG.threshold_p99_ms
+            )
+            checks.append(_check(f"p99 {name} (ms)", row["p99_ms"], limit))
     checks.append(_check("lost deliveries", lost, CONFIG.max_lost))
+    checks.append(_check("1012 never back", not_back, CONFIG.max_not_back))
     checks.append(_check("failure ratio", round(fail_ratio, 6), CONFIG.max_fail_ratio))
     checks.append(_check("measurements", requests, 1, at_least=True))
     options = environment.parsed_options

@@ -85,6 +85,7 @@ def test_every_scenario_runs_through_a_drain_without_loss_or_failure(
         **{k: v for k, v in os.environ.items() if not k.startswith("LOCUST_")},
         # Latency is not what a smoke on a shared 2-core machine judges; losses are.
         "THRESHOLD_P99_MS": "10000",
+        "THRESHOLD_MOVE_P99_MS": "10000",
     }
     with Fleet(
         2,
