@@ -66,10 +66,12 @@ $(VENV)/.bench-installed: $(VENV)/.installed requirements/bench.txt
 
 bench-setup: $(VENV)/.bench-installed
 
-# Fan-out benchmark: every contender in one run, a table, bench/results/<stamp>.{md,json,png}.
+# Fan-out benchmark: every contender in one run, a table, bench/results/<stamp>.{md,json,png};
+# then human vs computer with 1, 2 and 4 job workers (a table).
 BENCH_ARGS ?=
 bench: bench-setup
 	$(PYTHON) -m bench.fanout $(BENCH_ARGS)
+	$(PYTHON) -m bench.computer
 
 run: setup
 	$(PYTHON) manage.py migrate --noinput

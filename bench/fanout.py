@@ -159,8 +159,11 @@ def database() -> Iterator[str]:
 
 
 @contextmanager
-def servers(contender: Contender, log_dir: Path) -> Iterator[list[tuple[int, int]]]:
-    """Start the contender's replicas; yield (port, pid) for each."""
+def servers(
+    contender: Contender, log_dir: Path, *, workers: int = 1, worker_pids: list[int] | None = None
+) -> Iterator[list[tuple[int, int]]]:
+    """Start the contender's replicas (and, for the game, `workers` job workers, whose
+    pids go into `worker_pids`); yield (port, pid) for each replica."""
     with database() as db_url:
         env = {
             **os.environ,
@@ -182,7 +185,7 @@ def servers(contender: Contender, log_dir: Path) -> Iterator[list[tuple[int, int
         if contender.app == "game":
             subprocess.run([PY, "manage.py", "migrate", "-v0"], cwd=ROOT, env=env, check=True)
         procs: list[tuple[int, subprocess.Popen[bytes]]] = []
-        workers: list[subprocess.Popen[bytes]] = []
+        fleet: list[subprocess.Popen[bytes]] = []
         try:
             for i in range(contender.replicas):
                 port = free_port()
@@ -207,11 +210,11 @@ def servers(contender: Contender, log_dir: Path) -> Iterator[list[tuple[int, int
             if contender.app == "game":
                 # The job fleet, as production runs it: finished games are counted (and the
                 # jobs queue does not grow for the whole run). Its CPU is not the replicas'.
-                log = open(log_dir / "worker.log", "ab")  # noqa: SIM115
-                cmd = [PY, "manage.py", "run_workers", "--concurrency", "4"]
-                cmd += ["--metrics-port", str(free_port())]
-                workers.append(
-                    subprocess.Popen(
+                for w in range(workers):
+                    log = open(log_dir / f"worker-{w}.log", "ab")  # noqa: SIM115
+                    cmd = [PY, "manage.py", "run_workers", "--concurrency", "4"]
+                    cmd += ["--metrics-port", str(free_port())]
+                    proc = subprocess.Popen(
                         cmd,
                         cwd=ROOT,
                         env=env,
@@ -219,18 +222,20 @@ def servers(contender: Contender, log_dir: Path) -> Iterator[list[tuple[int, int
                         stderr=subprocess.STDOUT,
                         start_new_session=True,
                     )
-                )
+                    fleet.append(proc)
+                    if worker_pids is not None:
+                        worker_pids.append(proc.pid)
             for port, _ in procs:
                 wait_http(f"http://127.0.0.1:{port}/healthz")
             yield [(port, proc.pid) for port, proc in procs]
         finally:
-            for proc in workers:
+            for proc in fleet:
                 if proc.poll() is None:
                     os.killpg(proc.pid, signal.SIGTERM)
             for _, proc in procs:
                 if proc.poll() is None:
                     os.killpg(proc.pid, signal.SIGTERM)
-            for proc in [*(proc for _, proc in procs), *workers]:
+            for proc in [*(proc for _, proc in procs), *fleet]:
                 try:
                     proc.wait(15)
                 except subprocess.TimeoutExpired:

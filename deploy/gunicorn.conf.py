@@ -16,5 +16,8 @@ graceful_timeout = math.ceil(
 timeout = 60
 keepalive = 75
 accesslog = None
+# uvicorn's per-socket lines ("[accepted]", "connection open/closed") are INFO: with
+# LOG_LEVEL=WARNING a reconnect storm writes no log line per socket.
+loglevel = os.environ.get("LOG_LEVEL", "INFO").lower()
 # Several replicas share a host in `make fleet`: no shared control socket under $HOME.
 control_socket_disable = True

@@ -50,6 +50,7 @@ def main() -> None:
         "config.asgi:application",
         host=os.environ.get("HOST", "127.0.0.1"),
         port=int(os.environ.get("PORT", "8000")),
+        log_level=os.environ.get("LOG_LEVEL", "INFO").lower(),
         **{k: v for k, v in GameUvicornWorker.CONFIG_KWARGS.items() if k != "proxy_headers"},
     )
     DrainingServer(config).run()

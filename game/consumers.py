@@ -64,7 +64,7 @@ class GameRoom(LeanDispatchMixin, AsyncWebsocketConsumer):  # type: ignore[misc]
             await self.close_with(drain.CLOSE_DRAINING)
             return
         # One statement (PostgreSQL) or one thread hop: register the socket, read the room.
-        row, presence = await play.open_connection(
+        row, presence, created = await play.open_connection(
             code=self.room, channel_name=self.channel_name, replica=replica_id()
         )
         self.registered = True
@@ -88,7 +88,11 @@ class GameRoom(LeanDispatchMixin, AsyncWebsocketConsumer):  # type: ignore[misc]
         )
         # Read before group_add, so a broadcast may overtake it: clients keep the highest version.
         await self.send(text_data=encode(state_of(row, presence)))
-        presence_changed(self.room, connect=True)  # the spectator count grew
+        if not created:
+            # The spectator count grew: tell the others. A socket that created the room
+            # is its first member; anyone who connected meanwhile saw it (their insert
+            # of the room waited for ours) and broadcasts their own count.
+            presence_changed(self.room, connect=True)
 
     async def disconnect(self, code: int) -> None:
         self.closed = True

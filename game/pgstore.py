@@ -69,7 +69,8 @@ OPEN = (
         ON CONFLICT (channel_name) DO UPDATE
         SET room_id = EXCLUDED.room_id, replica_id = EXCLUDED.replica_id
     )
-    SELECT {row}, p.x, p.o, p.s + 1, extract(epoch FROM clock_timestamp())::float8
+    SELECT {row}, p.x, p.o, p.s + 1, extract(epoch FROM clock_timestamp())::float8,
+           EXISTS (SELECT 1 FROM created)
     FROM (SELECT {row} FROM created UNION ALL SELECT {row} FROM game_room WHERE code = %(code)s) r
     CROSS JOIN LATERAL (
         SELECT count(*) FILTER (WHERE c.mark = 'X') AS x,
@@ -268,9 +269,10 @@ class PgStore:
 
     async def open_connection(
         self, *, code: str, channel_name: str, replica: str
-    ) -> tuple[RoomRow, Presence]:
+    ) -> tuple[RoomRow, Presence, bool]:
         """Create the room if it is new, register the socket, and read the room with its
-        presence (this socket included as a spectator): one statement."""
+        presence (this socket included as a spectator): one statement. The flag says
+        this socket created the room."""
         pool = await self._ready()
         params = {
             "code": code,
@@ -289,7 +291,8 @@ class PgStore:
                 # taken (its insert won, ours did nothing): the next run sees the room.
             else:
                 raise LookupError(f"room {code!r} neither created nor found")
-        return _row(values), Presence.from_public(values[len(COLUMNS) :])
+        presence = Presence.from_public(values[len(COLUMNS) : len(COLUMNS) + 4])
+        return _row(values), presence, bool(values[-1])
 
     async def count_result(self, *, key: str) -> bool:
         """Apply one finished game to the leaderboard, once: True if it was counted now."""

@@ -172,22 +172,23 @@ async def count_result(*, key: str) -> bool:
     return bool(await database_sync_to_async(services.result_count)(key=key))
 
 
-def _open_orm(code: str, channel_name: str, replica: str) -> tuple[RoomRow, Presence]:
-    services.connection_open(code=code, channel_name=channel_name, replica=replica)
+def _open_orm(code: str, channel_name: str, replica: str) -> tuple[RoomRow, Presence, bool]:
+    created = services.connection_open(code=code, channel_name=channel_name, replica=replica)
     found = room_view(code)
     assert found is not None
-    return found
+    return (*found, created)
 
 
 async def open_connection(
     *, code: str, channel_name: str, replica: str
-) -> tuple[RoomRow, Presence]:
-    """Register a socket in its room (created if new); the room and its presence."""
+) -> tuple[RoomRow, Presence, bool]:
+    """Register a socket in its room (created if new): the room, its presence, and
+    whether this socket created it."""
     pg = store()
     if pg is not None:
         return await pg.open_connection(code=code, channel_name=channel_name, replica=replica)
     return cast(
-        tuple[RoomRow, Presence],
+        tuple[RoomRow, Presence, bool],
         await database_sync_to_async(_open_orm)(code, channel_name, replica),
     )
 

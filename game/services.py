@@ -131,13 +131,15 @@ def _applied(applied: Applied | None) -> Applied:
 # --- connections and replicas -------------------------------------------------
 
 
-def connection_open(*, code: str, channel_name: str, replica: str) -> None:
+def connection_open(*, code: str, channel_name: str, replica: str) -> bool:
+    """Register a socket in its room (created if new); True if this created the room."""
     with transaction.atomic():
-        Room.objects.get_or_create(code=code)
+        _, created = Room.objects.get_or_create(code=code)
         Replica.objects.get_or_create(name=replica, defaults={"heartbeat_at": timezone.now()})
         Connection.objects.update_or_create(
             channel_name=channel_name, defaults={"room_id": code, "replica_id": replica}
         )
+    return created
 
 
 def connection_close(*, channel_name: str) -> bool:

@@ -313,11 +313,15 @@ async def test_seat_join_and_token_reclaim_through_the_fast_path(stores: Stores)
 
 
 async def test_sockets_racing_into_a_new_room_all_get_it(stores: Stores) -> None:
-    """Twenty sockets on eight replicas connect to a room nobody has opened yet."""
+    """Twenty sockets on eight replicas connect to a room nobody has opened yet.
+
+    Exactly one created it, and every other one counted the creator: the creator
+    broadcasts no presence of its own (nobody was there to tell), so the others'
+    broadcasts must carry it."""
     racers = [stores.new() for _ in range(8)]
     start = asyncio.Event()
 
-    async def one(i: int) -> tuple[RoomRow, Presence]:
+    async def one(i: int) -> tuple[RoomRow, Presence, bool]:
         await start.wait()
         return await racers[i % len(racers)].open_connection(
             code="fresh", channel_name=f"fresh-{i}", replica=REPLICA
@@ -327,7 +331,9 @@ async def test_sockets_racing_into_a_new_room_all_get_it(stores: Stores) -> None
     await asyncio.sleep(0)
     start.set()
     opened = await asyncio.gather(*tasks)
-    assert {row.version for row, _ in opened} == {0}
+    assert {row.version for row, _, _ in opened} == {0}
+    assert sum(created for _, _, created in opened) == 1
+    assert all(presence.spectators >= 2 for _, presence, created in opened if not created)
     found = await play.view("fresh")
     assert found is not None
     assert found[1].public()[:3] == (0, 0, 20)
