@@ -12,7 +12,8 @@ queueing lands when the cores run out:
   with the computer's move.
 
 Each worker count gets fresh servers and a fresh database; CPU is counted for
-the replicas, the workers and PostgreSQL's backends, per computer move.
+the replicas, the workers and PostgreSQL's backends, per computer move. The table
+goes to stdout and bench/results/<stamp>-computer.md.
 
     .venv/bin/python -m bench.computer [--rooms 50] [--seconds 15] [--workers 1,2,4]
 """
@@ -198,7 +199,10 @@ async def main() -> None:
         row = await run(workers, args, log_dir)
         print(row, flush=True)
         rows.append(row)
-    print("\n" + table(rows, args))
+    text = table(rows, args)
+    print("\n" + text)
+    (RESULTS / f"{stamp}-computer.md").write_text(text + "\n")
+    print(f"\nwritten: bench/results/{stamp}-computer.md")
 
 
 if __name__ == "__main__":
