@@ -11,7 +11,7 @@ RABBITMQ_TEST_URL ?= amqp://guest:guest@127.0.0.1:5672/%2f
 REPLICAS ?= 3
 WORKERS ?= 2
 
-.PHONY: help setup bench-setup bench k8s-tools test-k8s loadtest loadtest-venv run fleet test lint types test-sqlite test-postgres test-rabbitmq browser-deps haproxy-deps clean
+.PHONY: help setup asyncapi-specs bench-setup bench k8s-tools test-k8s loadtest loadtest-venv run fleet test lint types test-sqlite test-postgres test-rabbitmq browser-deps haproxy-deps clean
 
 help:
 	@echo "make run    - serve the game on http://$(HOST):$(PORT) (SQLite, in-memory layer)"
@@ -101,14 +101,25 @@ lint: setup
 types: setup
 	$(BIN)/mypy .
 
-test-sqlite: setup browser-deps haproxy-deps k8s-tools loadtest-venv
+# The AsyncAPI 3.0 JSON Schema that tests/test_protocol_schema.py checks docs/asyncapi.yaml against.
+ASYNCAPI_SPECS := requirements/asyncapi/node_modules/.installed
+$(ASYNCAPI_SPECS): requirements/asyncapi/package.json requirements/asyncapi/package-lock.json
+	@command -v npm >/dev/null 2>&1 || { \
+		echo "installing Debian npm for the AsyncAPI schemas"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq npm >/dev/null; }
+	npm ci --prefix requirements/asyncapi --ignore-scripts --no-audit --no-fund
+	touch $@
+
+asyncapi-specs: $(ASYNCAPI_SPECS)
+
+test-sqlite: setup browser-deps haproxy-deps k8s-tools loadtest-venv asyncapi-specs
 	$(BIN)/pytest -m "not postgres"
 
-test-postgres: setup
+test-postgres: setup asyncapi-specs
 	DATABASE_URL=$(POSTGRES_TEST_URL) $(BIN)/pytest tests/test_services.py tests/test_consumer.py tests/test_concurrency.py tests/test_pg_fast_path.py
 
 # The consumer suite again with the RabbitMQ channel layer instead of the in-memory one.
-test-rabbitmq: setup
+test-rabbitmq: setup asyncapi-specs
 	RABBITMQ_URL=$(RABBITMQ_TEST_URL) $(BIN)/pytest tests/test_consumer.py
 
 test: lint types test-sqlite test-postgres test-rabbitmq

@@ -217,20 +217,23 @@ class PgStore:
         if self._opened:
             await self.pool.close()
 
-    async def read(self, code: str) -> RoomRow | None:
+    async def _one(
+        self, statement: str | sql.SQL, params: dict[str, Any]
+    ) -> tuple[Any, ...] | None:
+        """Run one statement on a pooled connection; its first row, if any."""
         pool = await self._ready()
         async with pool.connection() as conn:
-            cursor = await conn.execute(READ_ROW, {"code": code})
-            values = await cursor.fetchone()
+            cursor = await conn.execute(statement, params)
+            return await cursor.fetchone()
+
+    async def read(self, code: str) -> RoomRow | None:
+        values = await self._one(READ_ROW, {"code": code})
         return None if values is None else _row(values)
 
     async def view(self, code: str) -> tuple[RoomRow, Presence] | None:
         """The room row and its presence (live replicas only), in one statement."""
-        pool = await self._ready()
         params = {"code": code, "timeout": float(settings.PRESENCE_TIMEOUT_SECONDS)}
-        async with pool.connection() as conn:
-            cursor = await conn.execute(READ, params)
-            values = await cursor.fetchone()
+        values = await self._one(READ, params)
         if values is None:
             return None
         return _row(values), Presence.from_public(values[len(COLUMNS) :])
@@ -262,9 +265,7 @@ class PgStore:
             write.finished is not None,
             seat,
         )
-        async with pool.connection() as conn:
-            cursor = await conn.execute(statement, params)
-            values = await cursor.fetchone()
+        values = await self._one(statement, params)
         return None if values is None else _row(values)
 
     async def open_connection(
@@ -296,16 +297,10 @@ class PgStore:
 
     async def count_result(self, *, key: str) -> bool:
         """Apply one finished game to the leaderboard, once: True if it was counted now."""
-        pool = await self._ready()
-        async with pool.connection() as conn:
-            cursor = await conn.execute(COUNT_RESULT, {"key": key})
-            values = await cursor.fetchone()
+        values = await self._one(COUNT_RESULT, {"key": key})
         return bool(values and values[0])
 
     async def close_connection(self, *, channel_name: str) -> bool:
         """Forget a socket and its place in the quick-match line; True if it was known."""
-        pool = await self._ready()
-        async with pool.connection() as conn:
-            cursor = await conn.execute(CLOSE, {"channel": channel_name})
-            values = await cursor.fetchone()
+        values = await self._one(CLOSE, {"channel": channel_name})
         return bool(values and values[0])

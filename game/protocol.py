@@ -1,4 +1,4 @@
-"""Wire messages of protocol version 1 (../shared/PROTOCOL.md) and client frame parsing.
+"""Wire messages of protocol version 1 (docs/protocol.md) and client frame parsing.
 
 Parsing checks only what does not depend on the game (JSON shape, field
 types); game-dependent checks and their order live in the services.

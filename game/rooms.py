@@ -3,7 +3,7 @@
 A writer reads (or already holds) a `RoomRow`, asks a planner here what the
 action would change, and applies the returned `Write` only if the room's
 `version` is still the one it planned on (compare-and-swap). A planner raises
-the protocol's `GameError` in the order PROTOCOL.md gives; a writer that
+the protocol's `GameError` in the order docs/protocol.md gives; a writer that
 planned on a row it did not just read (a replica's cached copy) re-reads
 before it reports an error, so errors always come from the current row.
 

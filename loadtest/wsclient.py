@@ -4,7 +4,7 @@ Locust monkey-patches the standard library with gevent before this module is imp
 `websocket-client`'s blocking socket calls yield to other greenlets. Each `GameSocket`:
 
 - connects through the load balancer and counts as open once it has read `welcome` and the
-  first `state` (PROTOCOL.md: broadcasts already flow then);
+  first `state` (docs/protocol.md: broadcasts already flow then);
 - reads every frame in its own greenlet and stamps it with `time.perf_counter()` the moment
   it is read, so latencies do not include the time the user's greenlet takes to wake up;
 - keeps the `state` with the highest version (the later one on a tie);

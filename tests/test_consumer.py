@@ -1,4 +1,4 @@
-"""The WebSocket protocol (../shared/PROTOCOL.md) through the full ASGI stack.
+"""The WebSocket protocol (docs/protocol.md) through the full ASGI stack.
 
 Every test talks to `config.asgi.application` (origin check, auth middleware,
 URL router, GameRoom) with `WebsocketCommunicator`, so what is proven here is
@@ -359,7 +359,7 @@ async def test_token_from_another_room_gets_bad_token(ws: Sockets) -> None:
     assert await client.error() == "bad_token"
 
 
-# --- move: errors in PROTOCOL.md's order -------------------------------------
+# --- move: errors in docs/protocol.md's order -------------------------------------
 
 
 async def test_spectator_move_gets_not_joined(ws: Sockets) -> None:

@@ -273,7 +273,7 @@ async def test_closed_player_socket_shows_offline_to_the_others_within_a_second(
 def test_killed_replica_leaves_no_seat_online_even_when_restarted_under_its_name(
     tmp_path: Path, restarted_as: str
 ) -> None:
-    """PROTOCOL.md: a seat is online only while an open connection holds it; a dead
+    """docs/protocol.md: a seat is online only while an open connection holds it; a dead
     replica's connections stop counting within the presence timeout. Restarting a
     replica under the same REPLICA_NAME (a container restart in the same pod, the
     fleet's `restart()`) must not bring its dead connections back to life."""

@@ -479,7 +479,7 @@ def test_replica_retire_drops_its_connections_and_names_their_rooms() -> None:
 
 
 def assert_state_shape(message: dict[str, Any]) -> None:
-    """The `state` message exactly as PROTOCOL.md writes it."""
+    """The `state` message exactly as docs/protocol.md writes it."""
     assert set(message) == STATE_KEYS
     assert message["type"] == "state"
     assert isinstance(message["room"], str)

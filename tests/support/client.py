@@ -2,7 +2,7 @@
 
 A background task reads every frame, so nothing is missed while a test waits
 for something else; the client keeps the `state` with the highest version
-(the later one on a tie), as PROTOCOL.md tells clients to.
+(the later one on a tie), as docs/protocol.md tells clients to.
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """Well-behaved asyncio game clients for the fleet tests: they survive any close.
 
-A `Player` and a `Spectator` follow PROTOCOL.md the way a good client does:
+A `Player` and a `Spectator` follow docs/protocol.md the way a good client does:
 
 - connect to `<lb>/ws/game/<room>` (never through an HTTP proxy) and note the
   replica named by each connection's `welcome.server`;

@@ -9,6 +9,8 @@ from typing import Any
 
 from channels.testing import WebsocketCommunicator
 
+from tests.support.protocol_schema import check_server_frame
+
 Frame = dict[str, Any]
 Headers = Sequence[tuple[bytes, bytes]]
 
@@ -18,7 +20,8 @@ def _no_constant(name: str) -> Any:
 
 
 def strict_json(text: str) -> Frame:
-    """Decode a server frame as RFC 8259 JSON sent as UTF-8; it must be an object."""
+    """Decode a server frame as RFC 8259 JSON sent as UTF-8; it must be an object and a
+    message of the protocol (docs/asyncapi.yaml)."""
     try:
         text.encode("utf-8")
     except UnicodeEncodeError as error:
@@ -28,6 +31,7 @@ def strict_json(text: str) -> Frame:
     except ValueError as error:
         raise AssertionError(f"frame is not JSON ({error}): {text[:200]!r}") from None
     assert isinstance(frame, dict), f"not a JSON object: {text[:200]!r}"
+    check_server_frame(frame)  # every field and value as docs/asyncapi.yaml types it
     return frame
 
 

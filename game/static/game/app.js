@@ -1,4 +1,4 @@
-// Tic-tac-toe live: the page that plays protocol version 1 (see PROTOCOL.md).
+// Tic-tac-toe live: the page that plays protocol version 1 (see docs/protocol.md).
 //
 // Room URLs use the query string: /?room=<code>, e.g. https://host/?room=k7m2qp.
 // Opening such a link goes straight into the room as a spectator (and back into
