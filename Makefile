@@ -5,7 +5,6 @@ BIN := $(VENV)/bin
 PYTHON := $(BIN)/python
 HOST ?= 127.0.0.1
 PORT ?= 8000
-MAX_FRAME_BYTES ?= 16384
 POSTGRES_TEST_URL ?= postgres://postgres@127.0.0.1:5432/postgres
 RABBITMQ_TEST_URL ?= amqp://guest:guest@127.0.0.1:5672/%2f
 REPLICAS ?= 3
@@ -75,7 +74,7 @@ bench: bench-setup
 
 run: setup
 	$(PYTHON) manage.py migrate --noinput
-	HOST=$(HOST) PORT=$(PORT) MAX_FRAME_BYTES=$(MAX_FRAME_BYTES) $(PYTHON) -m deploy.server
+	HOST=$(HOST) PORT=$(PORT) $(PYTHON) -m deploy.server
 
 fleet: setup haproxy-deps
 	$(PYTHON) -m deploy.fleet --replicas $(REPLICAS) --port $(PORT) \

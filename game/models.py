@@ -71,7 +71,8 @@ class GameResult(models.Model):
     twice, and a job lost in transit is found again by the workers' sweep.
     """
 
-    key = models.CharField(primary_key=True, max_length=64)  # "<room>:<game number>"
+    # "<room>:<version the finishing move made>" (rooms.result_key)
+    key = models.CharField(primary_key=True, max_length=64)
     room = models.ForeignKey(Room, on_delete=models.CASCADE, related_name="results")
     x_name = models.CharField(max_length=32)
     o_name = models.CharField(max_length=32)

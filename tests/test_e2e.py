@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from django.conf import settings
 from websockets.asyncio.client import connect
 from websockets.exceptions import InvalidStatus
 from websockets.sync.client import connect as sync_connect
@@ -24,7 +25,7 @@ from tests.support.server import UvicornServer
 
 pytestmark = pytest.mark.e2e
 
-MAX_FRAME_BYTES = 16384
+MAX_FRAME_BYTES: int = settings.MAX_FRAME_BYTES  # the replica under test runs the default
 X_WINS = [("X", 0), ("O", 3), ("X", 1), ("O", 4), ("X", 2)]
 # O opens the second game; no line is ever complete, so it ends in a draw.
 O_DRAWS = [("O", 0), ("X", 1), ("O", 2), ("X", 4), ("O", 3), ("X", 5), ("O", 7), ("X", 6), ("O", 8)]
