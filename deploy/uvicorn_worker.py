@@ -12,7 +12,7 @@ from typing import Any
 
 from gunicorn.arbiter import Arbiter
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
-from uvicorn.workers import UvicornWorker
+from uvicorn_worker import UvicornWorker
 from websockets.extensions.base import ServerExtensionFactory
 from websockets.extensions.permessage_deflate import ServerPerMessageDeflateFactory
 from websockets.server import ServerProtocol
@@ -291,7 +291,7 @@ class GameWebSocketProtocol(WebSocketsSansIOProtocol):
         super().start_keepalive()
 
 
-class GameUvicornWorker(UvicornWorker):
+class GameUvicornWorker(UvicornWorker):  # type: ignore[misc]
     CONFIG_KWARGS: dict[str, Any] = {
         "loop": "uvloop",
         "http": "httptools",
