@@ -19,7 +19,7 @@ from channels.routing import ProtocolTypeRouter, URLRouter
 from django.core.asgi import get_asgi_application
 from django.urls import re_path
 
-from layer.consumer import LeanDispatchMixin
+from realtime.dispatch import LeanDispatchMixin
 
 django_asgi_app = get_asgi_application()
 
@@ -46,7 +46,7 @@ class RelayConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
 
 
 class LeanRelayConsumer(LeanDispatchMixin, RelayConsumer):
-    """The same relay on the project's lean message loop (layer/consumer.py)."""
+    """The same relay on the project's lean message loop (realtime/dispatch.py)."""
 
 
 _consumer = LeanRelayConsumer if os.environ.get("BENCH_CONSUMER") == "lean" else RelayConsumer

@@ -23,8 +23,8 @@ from django.urls.exceptions import Resolver404  # noqa: E402
 from django.utils.functional import LazyObject  # noqa: E402
 
 from config.origin import origin_validator  # noqa: E402
-from game.lifespan import Lifespan  # noqa: E402
-from game.routing import websocket_urlpatterns  # noqa: E402
+from realtime.lifespan import Lifespan  # noqa: E402
+from realtime.routing import websocket_urlpatterns  # noqa: E402
 
 Scope = dict[str, Any]
 

@@ -1,4 +1,4 @@
-"""uvicorn's Server with a graceful drain on SIGTERM (see game/drain.py).
+"""uvicorn's Server with a graceful drain on SIGTERM (see realtime/drain.py).
 
 The first SIGTERM/SIGINT starts the drain; uvicorn's own shutdown follows once
 the sockets are gone. A second signal shuts down at once.
@@ -31,7 +31,7 @@ class DrainingServer(uvicorn.Server):
         self._drain_task = loop.create_task(self._drain_then_exit())
 
     async def _drain_then_exit(self) -> None:
-        from game.drain import drain
+        from realtime.drain import drain
 
         try:
             await drain()

@@ -18,10 +18,11 @@ from typing import Any
 from channels.layers import get_channel_layer
 from django.conf import settings
 
+from realtime.groups import broadcast_row
+from realtime.protocol import encode
+
 from . import play, services
 from .aio import call
-from .groups import broadcast_row
-from .protocol import encode
 from .rooms import Applied, Presence, RoomRow
 
 log = logging.getLogger(__name__)

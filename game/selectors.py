@@ -9,9 +9,10 @@ from django.conf import settings
 from django.db.models import Count
 from django.utils import timezone
 
+from realtime.protocol import PlayerInfo, StateMessage
+
 from . import rules
 from .models import Connection, LeaderboardEntry, Room
-from .protocol import PlayerInfo, StateMessage
 from .rooms import MARKS, Presence, RoomRow, as_mark
 from .services import row_of
 

@@ -13,8 +13,9 @@ from django.shortcuts import render
 from django.views.decorators.http import require_GET
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from . import drain
-from .protocol import valid_room_code
+from realtime import drain
+from realtime.protocol import valid_room_code
+
 from .selectors import leaderboard, room_state
 
 READY_TIMEOUT_SECONDS = 2.0

@@ -25,10 +25,11 @@ from django.test import AsyncClient
 from django.test import Client as HttpClient
 
 from config.asgi import application
-from game import groups, jobs
+from game import jobs
 from game.models import Room
 from game.play import close_store
-from game.replica import replica_name
+from realtime import groups
+from realtime.replica import replica_name
 from tests.support.ws import Client, Frame, Sockets, strict_json
 from workers.runtime import Worker
 

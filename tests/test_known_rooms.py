@@ -1,4 +1,4 @@
-"""A replica's copy of the rooms it serves (game/groups.py): newest row, newest presence.
+"""A replica's copy of the rooms it serves (realtime/groups.py): newest row, newest presence.
 
 Row and presence age separately: a move carries the presence its replica knew, and a
 presence count rides at whatever version was current. Whatever order the events
@@ -15,10 +15,10 @@ from typing import Any
 import pytest
 from django.conf import settings
 
-from game import groups
-from game.protocol import encode
 from game.rooms import Presence, RoomRow
 from game.selectors import state_of
+from realtime import groups
+from realtime.protocol import encode
 
 ROOM = "copy"
 

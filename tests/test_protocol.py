@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from game.exceptions import GameError
-from game.protocol import MAX_DEPTH, Relay, encode, parse
+from realtime.protocol import MAX_DEPTH, Relay, encode, parse
 
 
 def test_relay_nested_up_to_the_limit_parses() -> None:

@@ -127,7 +127,7 @@ RATE_LIMIT_CLOSE_PER_SECOND: int = env.int("RATE_LIMIT_CLOSE_PER_SECOND", defaul
 PRESENCE_HEARTBEAT_SECONDS: float = env.float("PRESENCE_HEARTBEAT_SECONDS", default=10.0)
 PRESENCE_TIMEOUT_SECONDS: float = env.float("PRESENCE_TIMEOUT_SECONDS", default=35.0)
 # Presence changes in one room share one broadcast: within this long after a close or
-# a seat change, within PRESENCE_CONNECT_DELAY after a connect (see game/groups.py).
+# a seat change, within PRESENCE_CONNECT_DELAY after a connect (see realtime/groups.py).
 PRESENCE_BROADCAST_DELAY_SECONDS: float = env.float(
     "PRESENCE_BROADCAST_DELAY_SECONDS", default=0.25
 )
@@ -156,7 +156,7 @@ LAYER_PUBLISH_TIMEOUT_SECONDS: float = env.float("LAYER_PUBLISH_TIMEOUT_SECONDS"
 # Computer opponent: pause before its move, so it reads like a turn.
 BOT_THINK_SECONDS: float = env.float("BOT_THINK_SECONDS", default=0.4)
 
-# Drain on SIGTERM (see game/drain.py). Kubernetes' terminationGracePeriodSeconds
+# Drain on SIGTERM (see realtime/drain.py). Kubernetes' terminationGracePeriodSeconds
 # must exceed DRAIN_READINESS_DELAY + DRAIN_WINDOW + GRACEFUL_SHUTDOWN.
 DRAIN_READINESS_DELAY_SECONDS: float = env.float("DRAIN_READINESS_DELAY_SECONDS", default=3.0)
 DRAIN_WINDOW_SECONDS: float = env.float("DRAIN_WINDOW_SECONDS", default=10.0)

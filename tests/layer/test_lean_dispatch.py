@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import asyncio
 
-from layer.consumer import _Mailbox
+from realtime.dispatch import _Mailbox
 
 
 async def test_messages_arrive_in_order_and_a_second_put_waits_for_the_get() -> None:

@@ -9,7 +9,9 @@ from typing import Any
 
 from channels.layers import get_channel_layer
 
-from . import jobs, play, replica
+from game import jobs, play
+
+from . import replica
 from .groups import rebroadcast_local_rooms
 
 log = logging.getLogger(__name__)

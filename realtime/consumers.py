@@ -9,11 +9,15 @@ from typing import Any
 from channels.generic.websocket import AsyncWebsocketConsumer
 from django.conf import settings
 
-from layer.consumer import LeanDispatchMixin
+from game import jobs, play, services
+from game.aio import call
+from game.exceptions import GameError
+from game.rooms import Applied
+from game.rules import Mark
+from game.selectors import state_of
+from realtime.dispatch import LeanDispatchMixin
 
-from . import drain, groups, jobs, metrics, play, services
-from .aio import call
-from .exceptions import GameError
+from . import drain, groups, metrics
 from .groups import broadcast_row, broadcast_text, local_rooms, presence_changed, room_group
 from .protocol import (
     PROTOCOL_VERSION,
@@ -32,9 +36,6 @@ from .protocol import (
 )
 from .ratelimit import RateLimiter, Verdict
 from .replica import replica_id, replica_name
-from .rooms import Applied
-from .rules import Mark
-from .selectors import state_of
 
 log = logging.getLogger(__name__)
 

@@ -11,11 +11,12 @@ from typing import Any
 from channels.layers import get_channel_layer
 from django.conf import settings
 
-from . import play
+from game import play
+from game.rooms import Presence, RoomRow
+from game.selectors import state_of
+
 from .metrics import GROUP_SEND_SECONDS
 from .protocol import encode
-from .rooms import Presence, RoomRow
-from .selectors import state_of
 
 log = logging.getLogger(__name__)
 

@@ -11,8 +11,9 @@ from functools import cache
 
 from django.conf import settings
 
-from . import jobs, services
-from .aio import call
+from game import jobs, services
+from game.aio import call
+
 from .groups import broadcast_state
 
 log = logging.getLogger(__name__)

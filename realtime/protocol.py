@@ -11,8 +11,8 @@ import re
 from dataclasses import dataclass
 from typing import Any, Literal, NotRequired, TypedDict
 
-from .exceptions import GameError
-from .rules import Mark
+from game.exceptions import GameError
+from game.rules import Mark
 
 PROTOCOL_VERSION = 1
 ROOM_CODE_RE = re.compile(r"^[A-Za-z0-9_-]{1,32}$")
