@@ -845,7 +845,7 @@ def test_network_policies_fence_every_pod(rendered: dict[str, Rendering]) -> Non
 
 def exported_metrics() -> set[str]:
     names = set()
-    for directory in ("game", "layer", "workers"):
+    for directory in ("game", "realtime", "layer", "workers"):
         for path in (ROOT / directory).rglob("*.py"):
             for kind, name in re.findall(
                 r"(Counter|Gauge|Histogram|Summary)\(\s*\"(tictac_\w+)\"", path.read_text()
