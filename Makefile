@@ -10,7 +10,7 @@ RABBITMQ_TEST_URL ?= amqp://guest:guest@127.0.0.1:5672/%2f
 REPLICAS ?= 3
 WORKERS ?= 2
 
-.PHONY: help setup asyncapi-specs bench-setup bench k8s-tools test-k8s loadtest loadtest-venv run fleet test lint types test-sqlite test-postgres test-rabbitmq browser-deps haproxy-deps clean
+.PHONY: help setup asyncapi-specs bench-setup bench k8s-tools test-k8s loadtest loadtest-venv run fleet test lint types test-sqlite test-postgres test-rabbitmq test-fleet browser-deps haproxy-deps clean
 
 help:
 	@echo "make run    - serve the game on http://$(HOST):$(PORT) (SQLite, in-memory layer)"
@@ -57,7 +57,7 @@ k8s-tools: $(K8S_VENV)/.installed
 
 # Dockerfile + every k8s overlay, offline: render, strict schemas, checkov, hadolint.
 test-k8s: setup k8s-tools
-	$(BIN)/pytest tests/test_k8s.py
+	$(BIN)/pytest tests/k8s/test_k8s.py
 
 $(VENV)/.bench-installed: $(VENV)/.installed requirements/bench.txt
 	$(PYTHON) -m pip install --quiet -r requirements/bench.txt
@@ -100,7 +100,7 @@ lint: setup
 types: setup
 	$(BIN)/mypy .
 
-# The AsyncAPI 3.0 JSON Schema that tests/test_protocol_schema.py checks docs/asyncapi.yaml against.
+# The AsyncAPI 3.0 JSON Schema that tests/realtime/test_protocol_schema.py checks docs/asyncapi.yaml against.
 ASYNCAPI_SPECS := requirements/asyncapi/node_modules/.installed
 $(ASYNCAPI_SPECS): requirements/asyncapi/package.json requirements/asyncapi/package-lock.json
 	@command -v npm >/dev/null 2>&1 || { \
@@ -111,17 +111,26 @@ $(ASYNCAPI_SPECS): requirements/asyncapi/package.json requirements/asyncapi/pack
 
 asyncapi-specs: $(ASYNCAPI_SPECS)
 
-test-sqlite: setup browser-deps haproxy-deps k8s-tools loadtest-venv asyncapi-specs
-	$(BIN)/pytest -m "not postgres"
+# Test targets select by marker (pyproject.toml); `make test` runs them all.
+# Everything that needs no services of its own, on SQLite and the in-memory layer
+# (the layer suite also runs against RabbitMQ, the page suite in chromium).
+test-sqlite: setup browser-deps k8s-tools asyncapi-specs
+	$(BIN)/pytest -m "not postgres and not fleet"
 
+# The suites that must answer the same on PostgreSQL, and the PostgreSQL-only ones.
 test-postgres: setup asyncapi-specs
-	DATABASE_URL=$(POSTGRES_TEST_URL) $(BIN)/pytest tests/test_services.py tests/test_consumer.py tests/test_concurrency.py tests/test_pg_fast_path.py
+	DATABASE_URL=$(POSTGRES_TEST_URL) $(BIN)/pytest -m "postgres or both_databases"
 
 # The consumer suite again with the RabbitMQ channel layer instead of the in-memory one.
 test-rabbitmq: setup asyncapi-specs
-	RABBITMQ_URL=$(RABBITMQ_TEST_URL) $(BIN)/pytest tests/test_consumer.py
+	RABBITMQ_URL=$(RABBITMQ_TEST_URL) $(BIN)/pytest -m rabbitmq_layer
 
-test: lint types test-sqlite test-postgres test-rabbitmq
+# Process fleets on the local PostgreSQL and RabbitMQ: workers, replicas behind HAProxy,
+# a browser through the balancer, the Locust smoke.
+test-fleet: setup browser-deps haproxy-deps loadtest-venv asyncapi-specs
+	$(BIN)/pytest -m fleet
+
+test: lint types test-sqlite test-postgres test-rabbitmq test-fleet
 
 clean:
 	rm -rf $(VENV) $(K8S_VENV) $(LOADTEST_VENV) var .mypy_cache .ruff_cache .pytest_cache

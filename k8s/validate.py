@@ -1,6 +1,6 @@
 """Strict schema validation of rendered manifests, offline.
 
-    .venv-k8s/bin/python k8s/validate.py RENDERED.yaml [...]    (tests/test_k8s.py runs it)
+    .venv-k8s/bin/python k8s/validate.py RENDERED.yaml [...]    (tests/k8s/test_k8s.py runs it)
 
 Built-in kinds: kubernetes-validate's bundled OpenAPI schemas for one Kubernetes version,
 in strict mode (unknown fields are errors, as with `kubectl apply --validate=strict`).

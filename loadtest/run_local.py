@@ -63,7 +63,7 @@ ROWS = (
     "ws connect->state",
     "ws 1012->back",
 )
-# Small, fast and strict: what tests/test_loadtest_smoke.py runs.
+# Small, fast and strict: what tests/loadtest/test_loadtest_smoke.py runs.
 SMOKE_ENV = {
     "MATCH_WEIGHT": "1",
     "FANOUT_WEIGHT": "1",

@@ -14,7 +14,7 @@ from playwright.sync_api import expect
 from deploy.fleet import Fleet
 from tests.browser.test_page import NewPage, enter_by_link, enter_from_lobby, play, take_seat
 
-pytestmark = pytest.mark.browser
+pytestmark = [pytest.mark.browser, pytest.mark.fleet]
 
 RABBITMQ_URL = os.environ.get("RABBITMQ_TEST_URL", "amqp://guest:guest@127.0.0.1:5672/%2f")
 

@@ -58,7 +58,7 @@ from tests.support.workers import (
     throwaway_vhost,
 )
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.fleet]
 
 PLAYERS = [f"p{i}" for i in range(10)]
 POISON_RETRY_DELAYS = (0.2, 0.4)

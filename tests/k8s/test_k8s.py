@@ -29,7 +29,7 @@ from typing import Any
 import pytest
 import yaml
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 K8S = ROOT / "k8s"
 TOOLS_BIN = Path(os.environ.get("K8S_TOOLS_BIN", str(ROOT / ".venv-k8s" / "bin")))
 OVERLAYS = ("dev", "production", "loadtest")

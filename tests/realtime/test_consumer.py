@@ -36,10 +36,14 @@ from workers.runtime import Worker
 # available_apps: the flush after each test empties only these apps' tables and
 # skips re-creating content types and permissions (nothing here uses them), most
 # of a transactional test's cost on PostgreSQL. Auth is there for AuthMiddlewareStack.
-pytestmark = pytest.mark.django_db(
-    transaction=True,
-    available_apps=["game", "django.contrib.auth"],
-)
+pytestmark = [
+    pytest.mark.both_databases,
+    pytest.mark.rabbitmq_layer,
+    pytest.mark.django_db(
+        transaction=True,
+        available_apps=["game", "django.contrib.auth"],
+    ),
+]
 
 ROOM = "room1"
 EMPTY_BOARD: list[str | None] = [None] * 9

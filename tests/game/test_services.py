@@ -22,7 +22,7 @@ from game.rules import Mark
 from game.selectors import room_state
 from game.services import SeatGrant, token_hash
 
-pytestmark = pytest.mark.django_db
+pytestmark = [pytest.mark.both_databases, pytest.mark.django_db]
 
 ROOM = "r1"
 REPLICA = "web-test-1"

@@ -55,7 +55,7 @@ class Stores:
 @pytest.fixture
 async def stores(monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[Stores]:
     assert connection.vendor == "postgresql", (
-        "tests/test_pg_fast_path.py needs PostgreSQL: run it with "
+        "tests/game/test_pg_fast_path.py needs PostgreSQL: run it with "
         "DATABASE_URL=postgres://postgres@127.0.0.1:5432/postgres (make test-postgres)"
     )
     found = Stores()

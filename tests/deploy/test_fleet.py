@@ -30,7 +30,7 @@ from deploy.fleet import Fleet
 from tests.support.broker import broker_ready, broker_stopped
 from tests.support.player import Member, Message, Player, Spectator, wait_until
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.fleet]
 
 RABBITMQ_URL = os.environ.get("RABBITMQ_TEST_URL", "amqp://guest:guest@127.0.0.1:5672/%2f")
 

@@ -20,7 +20,7 @@ from websockets.sync.client import ClientConnection, connect
 
 from deploy.fleet import Fleet, pid_alive
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.fleet]
 
 RABBITMQ_URL = os.environ.get("RABBITMQ_TEST_URL", "amqp://guest:guest@127.0.0.1:5672/%2f")
 ROOM = "fleet-launcher"

@@ -21,9 +21,9 @@ import pytest
 
 from deploy.fleet import Fleet
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.fleet]
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 LOADTEST_PYTHON = ROOT / ".venv-loadtest" / "bin" / "python"
 CREATE_VENV = (
     "python3.11 -m venv .venv-loadtest && "

@@ -43,7 +43,7 @@ WINDOW_SECONDS = 0.01
 
 def require_postgres() -> None:
     assert connection.vendor == "postgresql", (
-        f"tests/test_concurrency.py needs PostgreSQL, got {connection.vendor!r}: run it with "
+        f"tests/game/test_concurrency.py needs PostgreSQL, got {connection.vendor!r}: run it with "
         "DATABASE_URL=postgres://postgres@127.0.0.1:5432/postgres (make test-postgres)"
     )
 
