@@ -77,7 +77,7 @@ run: setup
 	HOST=$(HOST) PORT=$(PORT) $(PYTHON) -m deploy.server
 
 fleet: setup haproxy-deps
-	$(PYTHON) -m deploy.fleet --replicas $(REPLICAS) --port $(PORT) \
+	$(PYTHON) -m devtools.fleet --replicas $(REPLICAS) --port $(PORT) \
 		--workers $(WORKERS) --worker-command run_workers
 
 # Debian's haproxy: the load balancer of the local fleet and its tests.

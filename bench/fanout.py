@@ -51,7 +51,7 @@ import psutil
 import websockets
 from websockets.asyncio.client import ClientConnection
 
-from deploy.fleet import free_port
+from devtools.fleet import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"

@@ -17,7 +17,7 @@ from websockets.extensions.base import ServerExtensionFactory
 from websockets.extensions.permessage_deflate import ServerPerMessageDeflateFactory
 from websockets.server import ServerProtocol
 
-from deploy.server import DrainingServer
+from deploy.draining import DrainingServer
 
 
 class _Inbox:

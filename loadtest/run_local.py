@@ -4,7 +4,7 @@
     .venv-loadtest/bin/python loadtest/run_local.py --smoke --host ws://127.0.0.1:PORT
 
 Without --host it starts the fleet with the APP's virtualenv
-(`.venv/bin/python -m deploy.fleet --replicas 3 --port <8000 or a free port>`), waits for
+(`.venv/bin/python -m devtools.fleet --replicas 3 --port <8000 or a free port>`), waits for
 `/readyz` through the load balancer, runs every scenario (weights from the environment,
 see loadtest/README.md) from a Locust master and --workers workers, and once, a quarter
 into the run, asks the fleet for a rolling restart (SIGHUP to the launcher): every
@@ -47,7 +47,7 @@ REPORTS = ROOT / "loadtest" / "reports"
 # The fleet launcher's port and health helpers (standard library only, so this
 # Locust-venv script can import them from the repository).
 sys.path.insert(0, str(ROOT))
-from deploy.fleet import free_port, http_status, port_free  # noqa: E402
+from devtools.fleet import free_port, http_status, port_free  # noqa: E402
 
 DEFAULT_DATABASE_URL = "postgres://postgres@127.0.0.1:5432/tictac_loadtest"
 SCENARIO_NAMES = {
@@ -206,7 +206,7 @@ class Run:
         argv = [
             str(args.app_python),
             "-m",
-            "deploy.fleet",
+            "devtools.fleet",
             "--replicas",
             str(args.replicas),
             "--port",
@@ -240,7 +240,7 @@ class Run:
         )
 
     def rolling_restart(self) -> None:
-        """SIGHUP: the launcher drains and restarts one replica at a time (deploy/README.md)."""
+        """SIGHUP: the launcher drains and restarts one replica at a time (devtools/README.md)."""
         if self.fleet is None or not self.fleet.alive():
             return
         self.drain_started = time.monotonic()

@@ -11,7 +11,7 @@ from types import SimpleNamespace
 import pytest
 from playwright.sync_api import expect
 
-from deploy.fleet import Fleet
+from devtools.fleet import Fleet
 from tests.browser.test_page import NewPage, enter_by_link, enter_from_lobby, play, take_seat
 
 pytestmark = [pytest.mark.browser, pytest.mark.fleet]

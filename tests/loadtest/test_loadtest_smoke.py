@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from deploy.fleet import Fleet
+from devtools.fleet import Fleet
 
 pytestmark = [pytest.mark.e2e, pytest.mark.fleet]
 

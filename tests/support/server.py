@@ -11,7 +11,7 @@ import urllib.request
 from collections.abc import Mapping
 from pathlib import Path
 
-from deploy.fleet import free_port
+from devtools.fleet import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 

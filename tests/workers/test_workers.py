@@ -35,7 +35,7 @@ import aio_pika
 import psycopg
 import pytest
 
-from deploy.fleet import Fleet
+from devtools.fleet import Fleet
 from game import rules
 from tests.support.broker import broker_stopped
 from tests.support.client import GameClient, Message, get_json

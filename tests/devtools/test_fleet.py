@@ -1,5 +1,5 @@
 """The fleet under fire: whole games through HAProxy while replicas drain, die and the
-broker restarts. Real gunicorn replicas (deploy/fleet.py), PostgreSQL, RabbitMQ and
+broker restarts. Real gunicorn replicas (devtools/fleet.py), PostgreSQL, RabbitMQ and
 well-behaved clients (tests/support/player.py) that reconnect after any close.
 
 Needs Debian's haproxy, PostgreSQL on 127.0.0.1:5432 (a throwaway database per test)
@@ -26,7 +26,7 @@ from typing import Any, TypeVar
 
 import pytest
 
-from deploy.fleet import Fleet
+from devtools.fleet import Fleet
 from tests.support.broker import broker_ready, broker_stopped
 from tests.support.player import Member, Message, Player, Spectator, wait_until
 

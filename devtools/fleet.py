@@ -1,6 +1,6 @@
 """The local fleet: N web replicas (gunicorn + uvicorn workers) behind HAProxy on one port.
 
-    python -m deploy.fleet --replicas 3 --port 8000 [--workers K --worker-command NAME]
+    python -m devtools.fleet --replicas 3 --port 8000 [--workers K --worker-command NAME]
 
 As a library (the end-to-end tests)::
 
@@ -11,7 +11,7 @@ As a library (the end-to-end tests)::
 
 Every child (migrate, replicas, workers, HAProxy) runs in its own process group;
 `stop()`, `atexit` and the CLI's signal handlers take every group down, so no child
-outlives the launcher. See deploy/README.md.
+outlives the launcher. See devtools/README.md.
 """
 
 from __future__ import annotations
@@ -42,11 +42,11 @@ from string import Template
 from types import FrameType, TracebackType
 from urllib.parse import unquote, urlsplit, urlunsplit
 
-log = logging.getLogger("deploy.fleet")
+log = logging.getLogger("devtools.fleet")
 
 ROOT = Path(__file__).resolve().parent.parent
 GUNICORN_CONF = ROOT / "deploy" / "gunicorn.conf.py"
-HAPROXY_TEMPLATE = ROOT / "deploy" / "haproxy.cfg.tmpl"
+HAPROXY_TEMPLATE = ROOT / "devtools" / "haproxy.cfg.tmpl"
 DEFAULT_LOG_DIR = ROOT / "var" / "fleet"
 DEFAULT_SETTINGS = "config.settings.local"
 DEFAULT_DATABASE_URL = "postgres://postgres@127.0.0.1:5432/tictac_fleet"
@@ -603,7 +603,7 @@ class Fleet:
         )
 
     def render_config(self) -> str:
-        """haproxy.cfg from deploy/haproxy.cfg.tmpl for this fleet's ports."""
+        """haproxy.cfg from devtools/haproxy.cfg.tmpl for this fleet's ports."""
         servers = "\n".join(f"    server {r.name} 127.0.0.1:{r.port}" for r in self.replicas)
         # /readyz, unless the app does not have it yet (then /healthz: alive is all we know).
         check_path = "/healthz" if "/healthz" in self._ready_path.values() else "/readyz"
@@ -715,7 +715,7 @@ def _redact(url: str) -> str:
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
-        prog="python -m deploy.fleet",
+        prog="python -m devtools.fleet",
         description="N web replicas behind HAProxy on one port. Ctrl-C drains and stops all; "
         "SIGHUP does a rolling restart.",
     )

@@ -1,4 +1,4 @@
-"""deploy/fleet.py: real gunicorn replicas behind a real HAProxy, on PostgreSQL and RabbitMQ.
+"""devtools/fleet.py: real gunicorn replicas behind a real HAProxy, on PostgreSQL and RabbitMQ.
 
 Needs Debian's haproxy, PostgreSQL on 127.0.0.1:5432 (a throwaway database per test)
 and RabbitMQ on 127.0.0.1:5672.
@@ -18,7 +18,7 @@ import pytest
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import ClientConnection, connect
 
-from deploy.fleet import Fleet, pid_alive
+from devtools.fleet import Fleet, pid_alive
 
 pytestmark = [pytest.mark.e2e, pytest.mark.fleet]
 
