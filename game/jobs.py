@@ -21,7 +21,7 @@ from django.conf import settings
 from realtime.groups import broadcast_row
 from realtime.protocol import encode
 
-from . import play, services
+from . import matchmaking, play, results, services
 from .aio import call
 from .rooms import Applied, Presence, RoomRow
 
@@ -143,8 +143,8 @@ async def bot_move(payload: dict[str, Any]) -> None:
 
 async def match_pair(payload: dict[str, Any]) -> None:
     """Pair whoever waits, then tell every paired player where to go."""
-    await call(services.match_pair)
-    pairings = await call(services.match_claim)
+    await call(matchmaking.match_pair)
+    pairings = await call(matchmaking.match_claim)
     if not pairings:
         return
     layer = get_channel_layer()
@@ -162,10 +162,10 @@ async def match_pair(payload: dict[str, Any]) -> None:
             await layer.send(pairing.channel_name, {"type": "game.direct", "text": encode(frame)})
             sent.append(pairing.ticket)
     finally:
-        await call(services.match_notified, tickets=sent)
+        await call(matchmaking.match_notified, tickets=sent)
         unsent = [p.ticket for p in pairings if p.ticket not in sent]
         if unsent:
-            await call(services.match_unclaim, tickets=unsent)
+            await call(matchmaking.match_unclaim, tickets=unsent)
 
 
 HANDLERS = {GAME_FINISHED: game_finished, BOT_MOVE: bot_move, MATCH_PAIR: match_pair}
@@ -173,7 +173,7 @@ HANDLERS = {GAME_FINISHED: game_finished, BOT_MOVE: bot_move, MATCH_PAIR: match_
 
 async def sweep() -> None:
     """Redo work whose job never arrived; run periodically by every worker."""
-    for key in await call(services.results_uncounted, older_than_seconds=5.0):
+    for key in await call(results.results_uncounted, older_than_seconds=5.0):
         await game_finished({"key": key})
     late = settings.BOT_THINK_SECONDS + 5.0
     for room, version in await call(services.rooms_awaiting_bot, older_than_seconds=late):

@@ -102,7 +102,7 @@ CLOSE = sql.SQL(
 # both players' rows change in the same statement, so a redelivered job counts
 # nothing. Rows are written in name order (no deadlock between two games of the
 # same players); a game against yourself counts a win and a loss and ends the
-# streak (services.tally, the ORM path, does the same).
+# streak (results.tally, the ORM path, does the same).
 COUNT_RESULT = """
     WITH counted AS (
         UPDATE game_gameresult SET counted = true WHERE key = %(key)s AND NOT counted

@@ -21,7 +21,7 @@ from channels.db import database_sync_to_async
 from django.conf import settings
 from django.db import connection
 
-from . import rooms, rules, services
+from . import presence, results, rooms, rules, services
 from .exceptions import GameError
 from .pgstore import PgStore, conninfo
 from .rooms import Applied, Presence, RoomRow, Write
@@ -169,11 +169,11 @@ async def count_result(*, key: str) -> bool:
     pg = store()
     if pg is not None:
         return await pg.count_result(key=key)
-    return bool(await database_sync_to_async(services.result_count)(key=key))
+    return bool(await database_sync_to_async(results.result_count)(key=key))
 
 
 def _open_orm(code: str, channel_name: str, replica: str) -> tuple[RoomRow, Presence, bool]:
-    created = services.connection_open(code=code, channel_name=channel_name, replica=replica)
+    created = presence.connection_open(code=code, channel_name=channel_name, replica=replica)
     found = room_view(code)
     assert found is not None
     return (*found, created)
@@ -198,5 +198,5 @@ async def close_connection(*, channel_name: str) -> bool:
     pg = store()
     if pg is not None:
         return await pg.close_connection(channel_name=channel_name)
-    closed = await database_sync_to_async(services.connection_close)(channel_name=channel_name)
+    closed = await database_sync_to_async(presence.connection_close)(channel_name=channel_name)
     return bool(closed)

@@ -9,7 +9,7 @@ from typing import Any
 from channels.generic.websocket import AsyncWebsocketConsumer
 from django.conf import settings
 
-from game import jobs, play, services
+from game import jobs, matchmaking, play
 from game.aio import call
 from game.exceptions import GameError
 from game.rooms import Applied
@@ -211,7 +211,7 @@ class GameRoom(LeanDispatchMixin, AsyncWebsocketConsumer):  # type: ignore[misc]
                 await self.send(text_data=encode({"type": "pong", "t": t}))
             case QuickMatch(name=name):
                 ticket = await call(
-                    services.match_request, name=name, channel_name=self.channel_name
+                    matchmaking.match_request, name=name, channel_name=self.channel_name
                 )
                 await self.send(text_data=encode({"type": "matching", "ticket": ticket}))
                 await jobs.dispatch(jobs.MATCH_PAIR, {}, key=f"match:{ticket}")

@@ -11,7 +11,7 @@ from functools import cache
 
 from django.conf import settings
 
-from game import jobs, services
+from game import jobs, presence
 from game.aio import call
 
 from .groups import broadcast_state
@@ -36,8 +36,8 @@ def replica_id() -> str:
 
 
 async def beat_once() -> None:
-    await call(services.replica_beat, replica=replica_id())
-    rooms = await call(services.replicas_sweep, timeout_seconds=settings.PRESENCE_TIMEOUT_SECONDS)
+    await call(presence.replica_beat, replica=replica_id())
+    rooms = await call(presence.replicas_sweep, timeout_seconds=settings.PRESENCE_TIMEOUT_SECONDS)
     for code in rooms:
         await broadcast_state(code)
     if rooms:
@@ -59,6 +59,6 @@ async def heartbeat_forever(stop: asyncio.Event) -> None:
 
 async def retire() -> None:
     """Leave cleanly: drop this replica's rows and tell the rooms it served."""
-    rooms = await call(services.replica_retire, replica=replica_id())
+    rooms = await call(presence.replica_retire, replica=replica_id())
     for code in rooms:
         await broadcast_state(code)

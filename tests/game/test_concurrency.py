@@ -24,7 +24,7 @@ import psycopg
 import pytest
 from django.db import connection
 
-from game import rules, services
+from game import matchmaking, presence, rules, services
 from game.exceptions import GameError
 from game.models import Connection, MatchTicket, Room
 from game.rooms import RoomRow, Write
@@ -137,12 +137,12 @@ def room(code: str) -> Room:
 
 
 def seated(code: str, *, bot: bool = False) -> None:
-    services.connection_open(code=code, channel_name=f"{code}-x", replica="r")
+    presence.connection_open(code=code, channel_name=f"{code}-x", replica="r")
     services.seat_join(code=code, channel_name=f"{code}-x", held=None, name="ana", token=None)
     if bot:
         services.bot_invite(code=code, held="X")
         return
-    services.connection_open(code=code, channel_name=f"{code}-o", replica="r")
+    presence.connection_open(code=code, channel_name=f"{code}-o", replica="r")
     services.seat_join(code=code, channel_name=f"{code}-o", held=None, name="bo", token=None)
 
 
@@ -275,7 +275,7 @@ def test_racing_joins_seat_exactly_two(window: str, cas_log: CasLog) -> None:
         code = f"race-join-{round_}"
         channels = [f"{code}-c{i}" for i in range(RACERS)]
         for channel in channels:
-            services.connection_open(code=code, channel_name=channel, replica="r")
+            presence.connection_open(code=code, channel_name=channel, replica="r")
         results = race(
             [
                 partial(
@@ -383,10 +383,10 @@ def test_racing_pairers_keep_the_line_in_arrival_order() -> None:
     for round_ in range(30):
         MatchTicket.objects.all().delete()
         tickets = [
-            services.match_request(name=f"p{i}", channel_name=f"line-{round_}-{i}")
+            matchmaking.match_request(name=f"p{i}", channel_name=f"line-{round_}-{i}")
             for i in range(40)
         ]
-        made = race([services.match_pair] * RACERS)
+        made = race([matchmaking.match_pair] * RACERS)
         assert sum(count for count in made if isinstance(count, int)) == 20, made
         rooms = dict(MatchTicket.objects.filter(id__in=tickets).values_list("id", "room_id"))
         pairs = [(rooms[a], rooms[b]) for a, b in zip(tickets[::2], tickets[1::2], strict=True)]
@@ -399,14 +399,14 @@ def test_a_pairer_waits_for_a_locked_ticket_instead_of_skipping_it() -> None:
     pairing waits for it, then pairs the line in order (skipping it would pair 2 with 3)."""
     require_postgres()
     MatchTicket.objects.all().delete()
-    tickets = [services.match_request(name=f"p{i}", channel_name=f"held-{i}") for i in range(6)]
+    tickets = [matchmaking.match_request(name=f"p{i}", channel_name=f"held-{i}") for i in range(6)]
     holder = psycopg.connect(_dsn())
     try:
         holder.execute("SELECT id FROM game_matchticket WHERE id = %s FOR UPDATE", [tickets[0]])
 
         def pair() -> None:
             try:
-                services.match_pair()
+                matchmaking.match_pair()
             finally:
                 connection.close()
 

@@ -19,7 +19,7 @@ import pytest
 from asgiref.sync import sync_to_async
 from django.db import connection, connections
 
-from game import play, services
+from game import play, presence, results, services
 from game.exceptions import GameError
 from game.models import GameResult
 from game.pgstore import PgStore, conninfo
@@ -213,7 +213,7 @@ async def _outcome_fast(
 
 def _outcome_orm(code: str, moves: list[tuple[Mark, int]], tried: Any, sent: Any) -> str:
     for name in ("ana", "bo"):
-        services.connection_open(code=code, channel_name=f"{code}-{name}", replica=REPLICA)
+        presence.connection_open(code=code, channel_name=f"{code}-{name}", replica=REPLICA)
         services.seat_join(
             code=code, channel_name=f"{code}-{name}", held=None, name=name, token=None
         )
@@ -400,8 +400,8 @@ async def test_a_finished_game_is_counted_in_one_statement_exactly_as_the_orm_co
         assert await pg.count_result(key=key) is True
         assert await pg.count_result(key=key) is False  # a redelivered job
     for key in orm:
-        assert await sync_to_async(services.result_count)(key=key) is True
-        assert await sync_to_async(services.result_count)(key=key) is False
+        assert await sync_to_async(results.result_count)(key=key) is True
+        assert await sync_to_async(results.result_count)(key=key) is False
     expected = {
         # wins, losses, draws, streak, best streak
         "ana": (6, 2, 1, 2, 2),

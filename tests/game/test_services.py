@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 from django.utils import timezone
 
-from game import services
+from game import presence, services
 from game.exceptions import GameError
 from game.models import Connection, Replica, Room
 from game.rules import Mark
@@ -57,7 +57,7 @@ def version(code: str = ROOM) -> int:
 
 
 def connect(channel: str, *, code: str = ROOM, replica: str = REPLICA) -> str:
-    services.connection_open(code=code, channel_name=channel, replica=replica)
+    presence.connection_open(code=code, channel_name=channel, replica=replica)
     return channel
 
 
@@ -412,8 +412,8 @@ def test_connection_open_creates_the_room_and_counts_spectators() -> None:
     assert fresh["version"] == 0
     assert fresh["spectators"] == 2
     assert fresh["status"] == "waiting"
-    assert services.connection_close(channel_name="s1") is True
-    assert services.connection_close(channel_name="s1") is False
+    assert presence.connection_close(channel_name="s1") is True
+    assert presence.connection_close(channel_name="s1") is False
     assert state()["spectators"] == 1
 
 
@@ -423,9 +423,9 @@ def test_seat_is_online_while_any_connection_holds_it() -> None:
     players = state()["players"]
     assert players["X"] == {"name": "ana", "online": True}
     assert players["O"] == {"name": "bo", "online": True}
-    services.connection_close(channel_name="r1-ana")
+    presence.connection_close(channel_name="r1-ana")
     assert state()["players"]["X"] == {"name": "ana", "online": True}
-    services.connection_close(channel_name="ana-tab-2")
+    presence.connection_close(channel_name="ana-tab-2")
     assert state()["players"]["X"] == {"name": "ana", "online": False}
     assert state()["players"]["O"] == {"name": "bo", "online": True}
     # Presence is not a seat change.
@@ -445,12 +445,12 @@ def test_sweep_drops_connections_of_a_replica_that_stopped_beating() -> None:
     assert players["O"] == {"name": "bo", "online": True}
     assert state()["spectators"] == 0
     before = row()
-    assert services.replicas_sweep(timeout_seconds=60) == [ROOM]
+    assert presence.replicas_sweep(timeout_seconds=60) == [ROOM]
     assert not Replica.objects.filter(name="dead").exists()
     assert set(Connection.objects.values_list("channel_name", flat=True)) == {"bo", "elsewhere"}
     assert state()["players"]["X"] == {"name": "ana", "online": False}
     assert row() == before  # the seat stays, only presence changed
-    assert services.replicas_sweep(timeout_seconds=60) == []
+    assert presence.replicas_sweep(timeout_seconds=60) == []
     # The seat is still ana's to reclaim on a live replica.
     assert join(connect("ana-back", replica="alive"), "ana", token=x.token).mark == "X"
     assert state()["players"]["X"] == {"name": "ana", "online": True}
@@ -459,8 +459,8 @@ def test_sweep_drops_connections_of_a_replica_that_stopped_beating() -> None:
 def test_replica_beat_keeps_a_replica_alive() -> None:
     connect("c1", replica="slow")
     Replica.objects.filter(name="slow").update(heartbeat_at=timezone.now() - timedelta(hours=1))
-    services.replica_beat(replica="slow")
-    assert services.replicas_sweep(timeout_seconds=60) == []
+    presence.replica_beat(replica="slow")
+    assert presence.replicas_sweep(timeout_seconds=60) == []
     assert Connection.objects.filter(channel_name="c1").exists()
 
 
@@ -469,10 +469,10 @@ def test_replica_retire_drops_its_connections_and_names_their_rooms() -> None:
     connect("s1", code="r2", replica="leaving")
     connect("s2", code="r2", replica="leaving")
     connect("s3", code="r3", replica="staying")
-    assert sorted(services.replica_retire(replica="leaving")) == [ROOM, "r2"]
+    assert sorted(presence.replica_retire(replica="leaving")) == [ROOM, "r2"]
     assert list(Connection.objects.values_list("channel_name", flat=True)) == ["s3"]
     assert state()["players"]["X"] == {"name": "ana", "online": False}
-    assert services.replica_retire(replica="leaving") == []
+    assert presence.replica_retire(replica="leaving") == []
 
 
 # --- the state message ---------------------------------------------------------------

@@ -373,7 +373,7 @@ def play_plan(plan_path: Path, *, tables: int, publish: bool) -> list[dict[str, 
     django.setup()
     from django.conf import settings
 
-    from game import jobs, services
+    from game import jobs, presence, services
     from game.aio import call
     from workers.publisher import JobPublisher
 
@@ -385,7 +385,7 @@ def play_plan(plan_path: Path, *, tables: int, publish: bool) -> list[dict[str, 
 
     async def play_one(game: dict[str, Any]) -> None:
         room = game["room"]
-        await call(services.connection_open, code=room, channel_name=f"{room}.x", replica="script")
+        await call(presence.connection_open, code=room, channel_name=f"{room}.x", replica="script")
         version = 0
         for name, seat in ((game["x"], "x"), (game["o"], "o")):
             await call(

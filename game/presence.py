@@ -1,0 +1,59 @@
+"""Who is connected: sockets per room and the replicas that vouch for them (ORM; the
+replicas' connect and close take game/pgstore.py's one-statement path on PostgreSQL)."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from django.db import transaction
+from django.utils import timezone
+
+from .matchmaking import match_cancel
+from .models import Connection, Replica, Room
+
+
+def connection_open(*, code: str, channel_name: str, replica: str) -> bool:
+    """Register a socket in its room (created if new); True if this created the room."""
+    with transaction.atomic():
+        _, created = Room.objects.get_or_create(code=code)
+        Replica.objects.get_or_create(name=replica, defaults={"heartbeat_at": timezone.now()})
+        Connection.objects.update_or_create(
+            channel_name=channel_name, defaults={"room_id": code, "replica_id": replica}
+        )
+    return created
+
+
+def connection_close(*, channel_name: str) -> bool:
+    """Forget a connection (and its place in the quick-match line); True if it was known."""
+    with transaction.atomic():
+        match_cancel(channel_name=channel_name)
+        deleted, _ = Connection.objects.filter(channel_name=channel_name).delete()
+    return deleted > 0
+
+
+def replica_beat(*, replica: str) -> None:
+    Replica.objects.update_or_create(name=replica, defaults={"heartbeat_at": timezone.now()})
+
+
+def replicas_sweep(*, timeout_seconds: float) -> list[str]:
+    """Drop replicas that stopped beating, with their connections; return the rooms affected."""
+    cutoff = timezone.now() - timedelta(seconds=timeout_seconds)
+    with transaction.atomic():
+        dead = Replica.objects.filter(heartbeat_at__lt=cutoff)
+        rooms = list(
+            Connection.objects.filter(replica__in=dead).values_list("room_id", flat=True).distinct()
+        )
+        dead.delete()
+    return rooms
+
+
+def replica_retire(*, replica: str) -> list[str]:
+    """A replica shutting down removes itself and whatever connections it still lists."""
+    with transaction.atomic():
+        rooms = list(
+            Connection.objects.filter(replica_id=replica)
+            .values_list("room_id", flat=True)
+            .distinct()
+        )
+        Replica.objects.filter(name=replica).delete()
+    return rooms
