@@ -15,9 +15,9 @@ from game.exceptions import GameError
 from game.rooms import Applied
 from game.rules import Mark
 from game.selectors import state_of
-from realtime.dispatch import LeanDispatchMixin
 
 from . import drain, groups, metrics
+from .dispatch import LeanDispatchMixin
 from .groups import broadcast_row, broadcast_text, local_rooms, presence_changed, room_group
 from .protocol import (
     PROTOCOL_VERSION,
