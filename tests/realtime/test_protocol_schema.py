@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import re
-from pathlib import Path
 
 import pytest
 from jsonschema import Draft7Validator
@@ -94,4 +93,4 @@ def test_the_readme_points_at_the_protocol_in_the_repository() -> None:
     readme = (ROOT / "README.md").read_text()
     assert "../shared/PROTOCOL.md" not in readme
     assert "docs/protocol.md" in readme
-    assert Path(ROOT / "docs" / "asyncapi.yaml").exists()
+    assert (ROOT / "docs" / "asyncapi.yaml").exists()
