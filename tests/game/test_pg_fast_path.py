@@ -15,6 +15,7 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+import psycopg
 import pytest
 from asgiref.sync import sync_to_async
 from django.db import connection, connections
@@ -294,6 +295,78 @@ async def test_replicas_racing_for_one_turn_accept_exactly_one_move(
         after = await current(code)
         assert after.version == known.version + 1
         assert after.board.count(mark) == known.board.count(mark) + 1
+
+
+# --- batches: many sockets' statements in one pipeline ----------------------------------
+
+
+async def batch_of_rooms(store: PgStore, prefix: str, n: int) -> dict[str, RoomRow]:
+    """n seated rooms, and the store's pool open, so that nothing below waits on it."""
+    codes = [f"{prefix}-{i}" for i in range(n)]
+    for code in codes:
+        await seated(code)
+    await store.read(codes[0])
+    return {code: await current(code) for code in codes}
+
+
+async def test_moves_of_many_rooms_at_once_share_a_pipeline_and_each_gets_its_row(
+    stores: Stores,
+) -> None:
+    store = stores.new()
+    known = await batch_of_rooms(store, "pipe", 12)
+    batches, statements = store.batcher.batches, store.batcher.statements
+    applied = await asyncio.gather(
+        *(
+            play.move(code=code, mark="X", cell=i % 9, version=None, known=row, via=store)
+            for i, (code, row) in enumerate(known.items())
+        )
+    )
+    assert store.batcher.statements - statements == 12
+    assert store.batcher.batches - batches < 12  # statements shared a pipeline
+    for i, ((code, row), landed) in enumerate(zip(known.items(), applied, strict=True)):
+        assert landed.row.code == code
+        assert landed.row.version == row.version + 1
+        assert landed.row.board == "." * (i % 9) + "X" + "." * (8 - i % 9)
+        assert landed.row == await current(code)
+
+
+async def test_a_statement_that_fails_in_a_pipeline_fails_alone(stores: Stores) -> None:
+    """The pipeline is one transaction: its statements are run again one by one, so the
+    failure reaches its own caller and every other move lands exactly once."""
+    store = stores.new()
+    known = await batch_of_rooms(store, "fail", 6)
+    moves = [
+        play.move(code=code, mark="X", cell=4, version=None, known=row, via=store)
+        for code, row in known.items()
+    ]
+    broken = store.batcher.run("fail-3", "SELECT 1 / 0", {})
+    *applied, error = await asyncio.gather(*moves, broken, return_exceptions=True)
+    assert isinstance(error, psycopg.errors.DivisionByZero)
+    for (code, row), landed in zip(known.items(), applied, strict=True):
+        assert not isinstance(landed, BaseException), landed
+        assert landed.row.version == row.version + 1
+        assert (await current(code)).board == "....X...."
+
+
+async def test_moves_for_one_turn_in_one_pipeline_land_once(stores: Stores) -> None:
+    """Eight moves for the same turn through one store go out together: the first in the
+    pipeline lands, the later ones miss, read the new row and get its error."""
+    store = stores.new()
+    known = (await batch_of_rooms(store, "turn", 1))["turn-0"]
+    results = await asyncio.gather(
+        *(
+            play.move(
+                code="turn-0", mark="X", cell=cell, version=known.version, known=known, via=store
+            )
+            for cell in range(8)
+        ),
+        return_exceptions=True,
+    )
+    landed = [r for r in results if not isinstance(r, BaseException)]
+    refused = Counter(r.code for r in results if isinstance(r, GameError))
+    assert len(landed) == 1, results
+    assert refused == {"stale_version": 7}
+    assert (await current("turn-0")).version == known.version + 1
 
 
 async def test_seat_join_and_token_reclaim_through_the_fast_path(stores: Stores) -> None:
