@@ -3,7 +3,7 @@
 # workers (`python manage.py run_workers`) and the migration Job; Kubernetes picks the command.
 #
 #   docker build -t tictac-fleet:0.1.0 .                            # the app (last stage)
-#   docker build --target loadtest -t tictac-fleet-loadtest:0.1.0 .  # Locust + loadtest/ (k8s/components/locust)
+#   docker build --target loadtest -t tictac-fleet-loadtest:0.1.0 .  # Locust + loadtest/ + gameclient/ (k8s/components/locust)
 #
 # Stages: base (Python, env) -> build (venv from wheels only, collectstatic, bytecode)
 #         -> runtime (venv + app, non-root, no compilers, no package manager run).
@@ -32,7 +32,7 @@ RUN DJANGO_SETTINGS_MODULE=config.settings.production \
     python manage.py collectstatic --noinput \
     && python -m compileall -q -j 0 /app
 
-# --- loadtest: Locust and loadtest/ from requirements/loadtest.txt (its own pins) -----------
+# --- loadtest: Locust, loadtest/ and the protocol codec (gameclient/), requirements/loadtest.txt
 FROM base AS loadtest-build
 COPY requirements/ requirements/
 RUN python -m venv /opt/venv \
@@ -43,6 +43,7 @@ RUN groupadd --system --gid 10001 tictac \
     && useradd --system --uid 10001 --gid 10001 --no-create-home --home-dir /nonexistent \
         --shell /usr/sbin/nologin tictac
 COPY --from=loadtest-build /opt/venv /opt/venv
+COPY gameclient/ /app/gameclient/
 COPY loadtest/ /app/loadtest/
 USER 10001:10001
 EXPOSE 8089 5557

@@ -23,7 +23,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import json
 import resource
 import signal
 import sys
@@ -36,6 +35,7 @@ import websockets
 from websockets.asyncio.client import ClientConnection
 
 from bench.fanout import RESULTS, Contender, DbCpu, cpu_of, pct, servers
+from gameclient import codec
 
 GAME = Contender(
     "game, 2 replicas, human vs computer", "game", 2, "moves", {"BOT_THINK_SECONDS": "0"}
@@ -68,20 +68,20 @@ class Row:
 
 async def human(ws: ClientConnection, meter: Meter, stop: asyncio.Event) -> None:
     """Play X against the computer until `stop`, timing both sides' moves."""
-    await ws.send('{"type":"join","name":"human"}')
-    await ws.send('{"type":"bot","level":"perfect"}')
+    await ws.send(codec.encode(codec.join("human")))
+    await ws.send(codec.encode(codec.bot("perfect")))
     version = -1
     sent_at: float | None = None  # our move or rematch, waiting for its state
     computer_due: float | None = None  # when the computer's turn began
     async for frame in ws:
         now = time.perf_counter()
-        message = json.loads(frame)
-        if message["type"] == "error":
+        message = codec.decode(frame)
+        if codec.kind(message) == "error":
             meter.errors += meter.counting
             sent_at = None
-            await ws.send('{"type":"sync"}')
+            await ws.send(codec.encode(codec.sync()))
             continue
-        if message["type"] != "state" or message["version"] <= version:
+        if codec.kind(message) != "state" or message["version"] <= version:
             continue
         version = message["version"]
         players = message["players"]
@@ -98,14 +98,14 @@ async def human(ws: ClientConnection, meter: Meter, stop: asyncio.Event) -> None
             computer_due = None
         if stop.is_set():
             return
-        if message["status"] in ("won", "draw"):
+        if message["status"] in codec.FINISHED:
             sent_at = now
-            await ws.send('{"type":"rematch"}')
+            await ws.send(codec.encode(codec.rematch()))
         elif message["status"] == "playing":
             if message["turn"] == "X":
                 cell = message["board"].index(None)
                 sent_at = now
-                await ws.send(json.dumps({"type": "move", "cell": cell, "version": version}))
+                await ws.send(codec.encode(codec.move(cell, version)))
             else:
                 computer_due = now
 

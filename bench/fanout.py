@@ -39,7 +39,6 @@ import signal
 import subprocess
 import sys
 import time
-import urllib.request
 import uuid
 from collections import Counter
 from collections.abc import Iterator
@@ -51,7 +50,8 @@ import psutil
 import websockets
 from websockets.asyncio.client import ClientConnection
 
-from devtools.fleet import free_port
+from devtools.databases import throwaway_database
+from devtools.processes import Child, free_port, wait_http
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"
@@ -131,40 +131,13 @@ CONTENDERS = [
 ]
 
 
-def wait_http(url: str, timeout: float = 30) -> None:
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            with urllib.request.urlopen(url, timeout=1) as resp:
-                if resp.status == 200:
-                    return
-        except OSError:
-            pass
-        if time.monotonic() > deadline:
-            raise RuntimeError(f"{url} not up")
-        time.sleep(0.1)
-
-
-@contextmanager
-def database() -> Iterator[str]:
-    name = f"tictac_bench_{uuid.uuid4().hex[:8]}"
-    subprocess.run(["psql", POSTGRES + "/postgres", "-qc", f"CREATE DATABASE {name}"], check=True)
-    try:
-        yield f"{POSTGRES}/{name}"
-    finally:
-        subprocess.run(
-            ["psql", POSTGRES + "/postgres", "-qc", f"DROP DATABASE {name} WITH (FORCE)"],
-            check=False,
-        )
-
-
 @contextmanager
 def servers(
     contender: Contender, log_dir: Path, *, workers: int = 1, worker_pids: list[int] | None = None
 ) -> Iterator[list[tuple[int, int]]]:
     """Start the contender's replicas (and, for the game, `workers` job workers, whose
     pids go into `worker_pids`); yield (port, pid) for each replica."""
-    with database() as db_url:
+    with throwaway_database(POSTGRES + "/postgres", prefix="tictac_bench") as db_url:
         env = {
             **os.environ,
             **contender.env,
@@ -184,8 +157,9 @@ def servers(
         }
         if contender.app == "game":
             subprocess.run([PY, "manage.py", "migrate", "-v0"], cwd=ROOT, env=env, check=True)
-        procs: list[tuple[int, subprocess.Popen[bytes]]] = []
-        fleet: list[subprocess.Popen[bytes]] = []
+        replicas: list[tuple[int, Child]] = []
+        fleet: list[Child] = []
+        name = contender.app.replace(":", "_")
         try:
             for i in range(contender.replicas):
                 port = free_port()
@@ -197,49 +171,28 @@ def servers(
                         "--loop", "uvloop", "--http", "httptools", "--ws", "websockets-sansio",
                         "--no-access-log", "--lifespan", "off", "--log-level", "warning",
                     ]  # fmt: skip
-                log = open(log_dir / f"{contender.app.replace(':', '_')}-{i}.log", "ab")  # noqa: SIM115
-                proc = subprocess.Popen(
-                    cmd,
-                    cwd=ROOT,
-                    env={**env, "PORT": str(port), "REPLICA_NAME": f"bench-{i}"},
-                    stdout=log,
-                    stderr=subprocess.STDOUT,
-                    start_new_session=True,
-                )
-                procs.append((port, proc))
+                replica = Child(f"{name}-{i}", log_dir / f"{name}-{i}.log")
+                replica.spawn(cmd, {**env, "PORT": str(port), "REPLICA_NAME": f"bench-{i}"})
+                replicas.append((port, replica))
             if contender.app == "game":
                 # The job fleet, as production runs it: finished games are counted (and the
                 # jobs queue does not grow for the whole run). Its CPU is not the replicas'.
                 for w in range(workers):
-                    log = open(log_dir / f"worker-{w}.log", "ab")  # noqa: SIM115
                     cmd = [PY, "manage.py", "run_workers", "--concurrency", "4"]
                     cmd += ["--metrics-port", str(free_port())]
-                    proc = subprocess.Popen(
-                        cmd,
-                        cwd=ROOT,
-                        env=env,
-                        stdout=log,
-                        stderr=subprocess.STDOUT,
-                        start_new_session=True,
-                    )
-                    fleet.append(proc)
-                    if worker_pids is not None:
-                        worker_pids.append(proc.pid)
-            for port, _ in procs:
-                wait_http(f"http://127.0.0.1:{port}/healthz")
-            yield [(port, proc.pid) for port, proc in procs]
+                    worker = Child(f"worker-{w}", log_dir / f"worker-{w}.log").spawn(cmd, env)
+                    fleet.append(worker)
+                    if worker_pids is not None and worker.pid is not None:
+                        worker_pids.append(worker.pid)
+            for port, replica in replicas:
+                wait_http(f"http://127.0.0.1:{port}/healthz", child=replica)
+            yield [(port, replica.pid) for port, replica in replicas if replica.pid is not None]
         finally:
-            for proc in fleet:
-                if proc.poll() is None:
-                    os.killpg(proc.pid, signal.SIGTERM)
-            for _, proc in procs:
-                if proc.poll() is None:
-                    os.killpg(proc.pid, signal.SIGTERM)
-            for proc in [*(proc for _, proc in procs), *fleet]:
-                try:
-                    proc.wait(15)
-                except subprocess.TimeoutExpired:
-                    os.killpg(proc.pid, signal.SIGKILL)
+            children = [*fleet, *(replica for _, replica in replicas)]
+            for child in children:  # all at once, then wait for each
+                child.signal_group(signal.SIGTERM)
+            for child in children:
+                child.stop(15)
 
 
 # --- the client -----------------------------------------------------------------------

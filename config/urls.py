@@ -1,12 +1,13 @@
 from django.urls import path
 
 from game import views
+from realtime import health
 
 urlpatterns = [
     path("", views.index, name="index"),
-    path("healthz", views.healthz, name="healthz"),
-    path("readyz", views.readyz, name="readyz"),
-    path("metrics", views.metrics, name="metrics"),
+    path("healthz", health.healthz, name="healthz"),
+    path("readyz", health.readyz, name="readyz"),
+    path("metrics", health.metrics, name="metrics"),
     path("api/rooms/<str:code>", views.room_detail, name="room-detail"),
     path("api/leaderboard", views.leaderboard_list, name="leaderboard"),
 ]

@@ -1,16 +1,26 @@
-"""gunicorn settings for a web replica (`Procfile`, container entrypoint)."""
+"""gunicorn settings for a web replica (`Procfile`, container entrypoint).
+
+The knobs come from the Django settings (config/settings/, which read the environment:
+PORT, WEB_CONCURRENCY, DRAIN_*, GRACEFUL_SHUTDOWN_SECONDS, LOG_LEVEL), loaded here with
+the settings module the app itself will use (`config.asgi`'s default unless
+DJANGO_SETTINGS_MODULE says otherwise).
+"""
 
 import math
 import os
 
-bind = f"0.0.0.0:{os.environ.get('PORT', '8000')}"
-workers = int(os.environ.get("WEB_CONCURRENCY", "1"))
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings.local")  # as config/asgi.py
+
+from django.conf import settings
+
+bind = f"0.0.0.0:{settings.PORT}"
+workers = settings.WEB_CONCURRENCY
 worker_class = "deploy.uvicorn_worker.GameUvicornWorker"
 # The worker drains (readiness delay + window), then uvicorn's graceful shutdown runs.
 graceful_timeout = math.ceil(
-    float(os.environ.get("DRAIN_READINESS_DELAY_SECONDS", "3"))
-    + float(os.environ.get("DRAIN_WINDOW_SECONDS", "10"))
-    + int(os.environ.get("GRACEFUL_SHUTDOWN_SECONDS", "25"))
+    settings.DRAIN_READINESS_DELAY_SECONDS
+    + settings.DRAIN_WINDOW_SECONDS
+    + settings.GRACEFUL_SHUTDOWN_SECONDS
     + 5
 )
 timeout = 60
@@ -18,6 +28,6 @@ keepalive = 75
 accesslog = None
 # uvicorn's per-socket lines ("[accepted]", "connection open/closed") are INFO: with
 # LOG_LEVEL=WARNING a reconnect storm writes no log line per socket.
-loglevel = os.environ.get("LOG_LEVEL", "INFO").lower()
+loglevel = settings.LOG_LEVEL.lower()
 # Several replicas share a host in `make fleet`: no shared control socket under $HOME.
 control_socket_disable = True

@@ -1,5 +1,9 @@
 """gunicorn worker class for the web replicas: uvicorn with the game's WebSocket options
-and a graceful drain on SIGTERM."""
+and a graceful drain on SIGTERM.
+
+The options come from the Django settings (config/settings/, which read the environment),
+loaded on import with `config.asgi`'s default settings module unless
+DJANGO_SETTINGS_MODULE says otherwise."""
 
 from __future__ import annotations
 
@@ -10,6 +14,9 @@ import sys
 import weakref
 from typing import Any
 
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings.local")  # as config/asgi.py
+
+from django.conf import settings
 from gunicorn.arbiter import Arbiter
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
 from uvicorn_worker import UvicornWorker
@@ -237,8 +244,6 @@ class GameWebSocketProtocol(WebSocketsSansIOProtocol):
     def negotiable(cls) -> list[ServerExtensionFactory]:
         """The extensions offered to clients, from the settings once per process."""
         if cls._extensions is None:
-            from django.conf import settings  # configured by the app, loaded before sockets
-
             cls._extensions = (
                 [
                     ServerPerMessageDeflateFactory(
@@ -291,8 +296,10 @@ class GameWebSocketProtocol(WebSocketsSansIOProtocol):
         super().start_keepalive()
 
 
-class GameUvicornWorker(UvicornWorker):  # type: ignore[misc]
-    CONFIG_KWARGS: dict[str, Any] = {
+def uvicorn_options() -> dict[str, Any]:
+    """uvicorn's options for a game replica (the gunicorn worker and `deploy.server`),
+    from the settings."""
+    return {
         "loop": "uvloop",
         "http": "httptools",
         "ws": GameWebSocketProtocol,
@@ -300,13 +307,17 @@ class GameUvicornWorker(UvicornWorker):  # type: ignore[misc]
         "ws_per_message_deflate": False,
         "lifespan": "on",
         # Frames above the protocol's limit are closed with 1009 by the server itself.
-        "ws_max_size": int(os.environ.get("MAX_FRAME_BYTES", "16384")),
+        "ws_max_size": settings.MAX_FRAME_BYTES,
         # The server pings every socket; one that does not answer in time is closed.
-        "ws_ping_interval": float(os.environ.get("WS_PING_INTERVAL_SECONDS", "20")),
-        "ws_ping_timeout": float(os.environ.get("WS_PING_TIMEOUT_SECONDS", "20")),
+        "ws_ping_interval": settings.WS_PING_INTERVAL_SECONDS,
+        "ws_ping_timeout": settings.WS_PING_TIMEOUT_SECONDS,
         "proxy_headers": True,
-        "timeout_graceful_shutdown": int(os.environ.get("GRACEFUL_SHUTDOWN_SECONDS", "25")),
+        "timeout_graceful_shutdown": settings.GRACEFUL_SHUTDOWN_SECONDS,
     }
+
+
+class GameUvicornWorker(UvicornWorker):  # type: ignore[misc]
+    CONFIG_KWARGS: dict[str, Any] = uvicorn_options()
 
     async def _serve(self) -> None:
         self.config.app = self.wsgi

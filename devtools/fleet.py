@@ -20,8 +20,8 @@ import argparse
 import atexit
 import contextlib
 import csv
-import ctypes
 import io
+import json
 import logging
 import os
 import resource
@@ -32,19 +32,28 @@ import subprocess
 import sys
 import tempfile
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from dataclasses import dataclass
 from pathlib import Path
 from string import Template
 from types import FrameType, TracebackType
-from urllib.parse import unquote, urlsplit, urlunsplit
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+from .databases import create_database
+from .processes import (
+    ROOT,
+    Child,
+    ProcessError,
+    free_port,
+    group_pids,
+    http_status,
+    port_free,
+    wait_http,
+)
 
 log = logging.getLogger("devtools.fleet")
 
-ROOT = Path(__file__).resolve().parent.parent
 GUNICORN_CONF = ROOT / "deploy" / "gunicorn.conf.py"
 HAPROXY_TEMPLATE = ROOT / "devtools" / "haproxy.cfg.tmpl"
 DEFAULT_LOG_DIR = ROOT / "var" / "fleet"
@@ -52,42 +61,10 @@ DEFAULT_SETTINGS = "config.settings.local"
 DEFAULT_DATABASE_URL = "postgres://postgres@127.0.0.1:5432/tictac_fleet"
 DEFAULT_RABBITMQ_URL = "amqp://guest:guest@127.0.0.1:5672/%2f"
 BACKEND = "app"  # the backend's name in haproxy.cfg.tmpl
-POSTGRES_SCHEMES = ("postgres", "postgresql", "pgsql", "psql", "postgis")
-PR_SET_PDEATHSIG = 1
-
-# Local URLs only: never send the health checks through an HTTP proxy from the environment.
-_http = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 
 
 class FleetError(RuntimeError):
     """The fleet could not start, or a child did not behave."""
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def port_free(port: int) -> bool:
-    with socket.socket() as sock:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            sock.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-        return True
-
-
-def http_status(url: str, timeout: float = 1.0) -> int | None:
-    """The HTTP status of `GET url`, or None when nothing answers."""
-    try:
-        with _http.open(url, timeout=timeout) as resp:
-            return int(resp.status)
-    except urllib.error.HTTPError as exc:
-        return int(exc.code)
-    except (OSError, ValueError):
-        return None
 
 
 def default_maxconn(wanted: int = 10000) -> int:
@@ -107,165 +84,6 @@ def find_haproxy(explicit: str | None = None) -> str:
         "HAProxy not found. Install Debian's package: `apt-get install haproxy` "
         "(`make fleet` installs it)."
     )
-
-
-# --- PostgreSQL ---------------------------------------------------------------
-
-
-def _postgres_parts(url: str) -> tuple[str, str] | None:
-    """(admin conninfo URL on the `postgres` database, database name), or None if not PostgreSQL."""
-    parts = urlsplit(url)
-    if parts.scheme not in POSTGRES_SCHEMES:
-        return None
-    name = unquote(parts.path.lstrip("/"))
-    if not name:
-        raise FleetError(f"DATABASE_URL names no database: {url}")
-    admin = urlunsplit(parts._replace(scheme="postgresql", path="/postgres"))
-    return admin, name
-
-
-def create_database(url: str) -> bool:
-    """Create the PostgreSQL database `url` names unless it exists. True if created.
-
-    Other databases (SQLite) need nothing and return False.
-    """
-    parsed = _postgres_parts(url)
-    if parsed is None:
-        return False
-    import psycopg
-    from psycopg import errors, sql
-
-    admin, name = parsed
-    with psycopg.connect(admin, autocommit=True, connect_timeout=5) as conn:
-        if conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,)).fetchone():
-            return False
-        try:
-            conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-        except errors.DuplicateDatabase:  # created concurrently
-            return False
-    log.info("created database %s", name)
-    return True
-
-
-def drop_database(url: str) -> None:
-    """Drop the PostgreSQL database `url` names, closing its sessions (tests' throwaway DBs)."""
-    parsed = _postgres_parts(url)
-    if parsed is None:
-        return
-    import psycopg
-    from psycopg import sql
-
-    admin, name = parsed
-    with psycopg.connect(admin, autocommit=True, connect_timeout=5) as conn:
-        conn.execute(
-            sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
-        )
-
-
-# --- child processes ------------------------------------------------------------
-
-
-def _die_with_parent() -> None:
-    """preexec_fn: the kernel sends SIGTERM to the child when the launcher dies, even by SIGKILL.
-
-    Linux ties this to the *thread* that forked, so only the CLI (main thread) uses it.
-    """
-    libc = ctypes.CDLL(None, use_errno=True)
-    libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
-
-
-def _proc_stat(pid: int) -> tuple[str, int] | None:
-    """(state, process group) of a pid from /proc, or None when it is gone."""
-    try:
-        raw = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    fields = raw[raw.rindex(")") + 2 :].split()
-    return fields[0], int(fields[2])
-
-
-def pid_alive(pid: int) -> bool:
-    """True while `pid` runs; a zombie (dead, waiting to be reaped by init) counts as gone."""
-    stat = _proc_stat(pid)
-    return stat is not None and stat[0] not in ("Z", "X")
-
-
-def group_pids(pgids: set[int]) -> set[int]:
-    """Live pids in the given process groups (gunicorn masters and their workers, ...)."""
-    found: set[int] = set()
-    if not pgids:
-        return found
-    for entry in os.scandir("/proc"):
-        if not entry.name.isdigit():
-            continue
-        stat = _proc_stat(int(entry.name))
-        if stat is not None and stat[1] in pgids and stat[0] not in ("Z", "X"):
-            found.add(int(entry.name))
-    return found
-
-
-@dataclass(eq=False)
-class Child:
-    """One child process, the leader of its own process group, its output in `log_path`."""
-
-    name: str
-    log_path: Path
-    proc: subprocess.Popen[bytes] | None = field(default=None, repr=False)
-
-    @property
-    def pid(self) -> int | None:
-        return self.proc.pid if self.proc is not None else None
-
-    @property
-    def alive(self) -> bool:
-        return self.proc is not None and self.proc.poll() is None
-
-    @property
-    def returncode(self) -> int | None:
-        return self.proc.poll() if self.proc is not None else None
-
-    def spawn(
-        self, argv: Sequence[str], env: Mapping[str, str], *, die_with_parent: bool = False
-    ) -> None:
-        self.log_path.parent.mkdir(parents=True, exist_ok=True)
-        with open(self.log_path, "ab") as out:
-            stamp = datetime.now(UTC).isoformat(timespec="seconds")
-            out.write(f"--- {stamp} fleet starts {self.name}: {' '.join(argv)}\n".encode())
-            out.flush()
-            self.proc = subprocess.Popen(
-                list(argv),
-                cwd=ROOT,
-                env=dict(env),
-                stdin=subprocess.DEVNULL,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,  # own session and process group: pgid == pid
-                preexec_fn=_die_with_parent if die_with_parent else None,
-            )
-
-    def send(self, sig: int) -> None:
-        """Signal the group leader only (gunicorn's master forwards to its workers)."""
-        if self.proc is not None and self.proc.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(self.proc.pid, sig)
-
-    def wait(self, timeout: float) -> bool:
-        """Wait for the leader to exit; True if it did."""
-        if self.proc is None:
-            return True
-        try:
-            self.proc.wait(max(timeout, 0.0))
-        except subprocess.TimeoutExpired:
-            return False
-        return True
-
-    def tail(self, chars: int = 3000) -> str:
-        """The end of the log written since the last start."""
-        try:
-            text = self.log_path.read_text(errors="replace")
-        except OSError:
-            return ""
-        return text[text.rfind("\n--- ") + 1 :][-chars:]
 
 
 @dataclass(eq=False)
@@ -355,7 +173,6 @@ class Fleet:
         graceful = float(self.env.get("GRACEFUL_SHUTDOWN_SECONDS", "25"))
         self.drain_timeout = drain_timeout if drain_timeout is not None else graceful + 15
         self.die_with_parent = die_with_parent
-        self._ready_path: dict[int, str] = {}
         self._groups: set[int] = set()
         self._started = False
 
@@ -578,40 +395,21 @@ class Fleet:
         self._spawn(replica, argv, env)
 
     def _wait_ready(self, index: int) -> None:
-        """`GET /readyz` 200 (or `/healthz` 200 while the app has no /readyz)."""
+        """`GET /readyz` 200: the replica reaches its database and the channel layer."""
         replica = self.replicas[index]
-        deadline = time.monotonic() + self.ready_timeout
-        while time.monotonic() < deadline:
-            if not replica.alive:
-                raise FleetError(
-                    f"{replica.name} exited with {replica.returncode} ({replica.log_path}):\n"
-                    f"{replica.tail()}"
-                )
-            path = self._ready_path.get(index, "/readyz")
-            status = http_status(replica.url + path)
-            if status == 200:
-                log.info("%s ready on %s (pid %s)", replica.name, replica.url, replica.pid)
-                return
-            if status == 404 and path == "/readyz":
-                log.warning("%s has no /readyz; falling back to /healthz", replica.name)
-                self._ready_path[index] = "/healthz"
-                continue
-            time.sleep(0.2)
-        raise FleetError(
-            f"{replica.name} not ready after {self.ready_timeout:.0f}s ({replica.log_path}):\n"
-            f"{replica.tail()}"
-        )
+        try:
+            wait_http(f"{replica.url}/readyz", child=replica, timeout=self.ready_timeout)
+        except ProcessError as exc:
+            raise FleetError(str(exc)) from None
+        log.info("%s ready on %s (pid %s)", replica.name, replica.url, replica.pid)
 
     def render_config(self) -> str:
         """haproxy.cfg from devtools/haproxy.cfg.tmpl for this fleet's ports."""
         servers = "\n".join(f"    server {r.name} 127.0.0.1:{r.port}" for r in self.replicas)
-        # /readyz, unless the app does not have it yet (then /healthz: alive is all we know).
-        check_path = "/healthz" if "/healthz" in self._ready_path.values() else "/readyz"
         return Template(HAPROXY_TEMPLATE.read_text()).substitute(
             maxconn=self.maxconn,
             stats_socket=self.stats_socket,
             bind=f"127.0.0.1:{self.lb_port}",
-            check_path=check_path,
             servers=servers,
         )
 
@@ -744,6 +542,13 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--maxconn", type=int, default=None, help="HAProxy maxconn (default: fits ulimit -n)"
     )
+    parser.add_argument(
+        "--status-file",
+        type=Path,
+        default=None,
+        help="keep a JSON status here for scripts: state (starting, ready, rolling, stopped),"
+        " the balancer's URL, rolling restarts done",
+    )
     return parser.parse_args(argv)
 
 
@@ -756,14 +561,47 @@ class _Requests:
     rolling: bool = False
 
 
-def _watch(fleet: Fleet, requests: _Requests) -> None:
+@dataclass
+class Status:
+    """What the CLI tells scripts (loadtest/run_local.py) through `--status-file`: JSON,
+    replaced atomically, so a reader never sees half of it."""
+
+    path: Path | None
+    state: str = "starting"
+    lb_url: str = ""
+    rolls_done: int = 0
+
+    def set(self, **changes: Any) -> None:
+        for key, value in changes.items():
+            setattr(self, key, value)
+        if self.path is None:
+            return
+        body = {"state": self.state, "lb_url": self.lb_url, "rolls_done": self.rolls_done}
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        partial = self.path.with_suffix(".partial")
+        partial.write_text(json.dumps(body))
+        os.replace(partial, self.path)
+
+    @staticmethod
+    def read(path: Path) -> dict[str, Any]:
+        """The status a launcher wrote; {} before its first write."""
+        try:
+            found: dict[str, Any] = json.loads(path.read_text())
+        except (OSError, ValueError):
+            return {}
+        return found
+
+
+def _watch(fleet: Fleet, requests: _Requests, status: Status) -> None:
     """Report replicas that die, roll on SIGHUP, give up if HAProxy dies."""
     reported: set[str] = set()
     while True:
         if requests.rolling:
             requests.rolling = False
             log.info("rolling restart")
+            status.set(state="rolling")
             fleet.rolling_restart()
+            status.set(state="ready", rolls_done=status.rolls_done + 1)
             log.info("rolling restart done")
         if not fleet.haproxy.alive:
             raise FleetError(f"haproxy exited ({fleet.haproxy.log_path}):\n{fleet.haproxy.tail()}")
@@ -787,6 +625,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.workers and not args.worker_command:
         log.warning("--workers %d without --worker-command: no workers started", args.workers)
     requests = _Requests()
+    status = Status(args.status_file)
+    status.set(state="starting")
 
     def on_int(signum: int, frame: FrameType | None) -> None:
         raise KeyboardInterrupt
@@ -824,13 +664,16 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"  {h.name:<9} pid {h.pid!s:<7} {fleet.lb_url:<24} cfg {fleet.config_path}")
             print(f"play on {fleet.lb_url}  (Ctrl-C stops all; kill -HUP {os.getpid()} rolls)")
             sys.stdout.flush()
-            _watch(fleet, requests)
+            status.set(state="ready", lb_url=fleet.lb_url)
+            _watch(fleet, requests, status)
     except (KeyboardInterrupt, _Stop):
         print("fleet: stopped")
         return 0
     except FleetError as exc:
         print(f"fleet: {exc}", file=sys.stderr)
         return 1
+    finally:
+        status.set(state="stopped")
     return 0
 
 

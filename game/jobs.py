@@ -15,13 +15,9 @@ from collections.abc import Coroutine
 from functools import cache
 from typing import Any
 
-from channels.layers import get_channel_layer
 from django.conf import settings
 
-from realtime.groups import broadcast_row
-from realtime.protocol import encode
-
-from . import matchmaking, play, results, services
+from . import matchmaking, play, results, services, signals
 from .aio import call
 from .rooms import Applied, Presence, RoomRow
 
@@ -137,32 +133,27 @@ async def bot_move(payload: dict[str, Any]) -> None:
     else:  # a job from the sweep: count presence now
         found = await play.view(room)
         presence = found[1] if found is not None else Presence()
-    await broadcast_row(applied.row, presence)
+    await signals.announce(signals.room_changed, row=applied.row, presence=presence)
     await after_write(applied, presence)
 
 
 async def match_pair(payload: dict[str, Any]) -> None:
-    """Pair whoever waits, then tell every paired player where to go."""
+    """Pair whoever waits, then tell every paired player where to go.
+
+    The seat token in `matched` is derived from SECRET_KEY when the ticket is claimed
+    (matchmaking.seat_token), not read from the database: a ticket whose send failed is
+    claimed again by the next pass (a retry, the sweep) and told the same token.
+    """
     await call(matchmaking.match_pair)
     pairings = await call(matchmaking.match_claim)
     if not pairings:
         return
-    layer = get_channel_layer()
-    assert layer is not None
     sent: list[int] = []
     try:
         for pairing in pairings:
-            frame = {
-                "type": "matched",
-                "room": pairing.room,
-                "mark": pairing.mark,
-                "token": pairing.token,
-                "opponent": pairing.opponent,
-            }
-            await layer.send(pairing.channel_name, {"type": "game.direct", "text": encode(frame)})
+            await signals.announce(signals.matched, pairing=pairing)
             sent.append(pairing.ticket)
     finally:
-        await call(matchmaking.match_notified, tickets=sent)
         unsent = [p.ticket for p in pairings if p.ticket not in sent]
         if unsent:
             await call(matchmaking.match_unclaim, tickets=unsent)

@@ -1,18 +1,33 @@
 """Quick match: a line of waiting players, paired two by two in arrival order across
-replicas, each pair seated in a fresh room with reserved seats."""
+replicas, each pair seated in a fresh room with reserved seats.
+
+A reserved seat's token is not random and not stored: it is derived from the server's
+secret (`seat_token`: HMAC-SHA256 keyed by SECRET_KEY over the ticket, the room and the
+mark), and the room keeps only its SHA-256, like every seat token. Whoever tells the
+player (`match_claim`, after the pairing committed) derives it again, so a notification
+sent again after a failed send carries the same token, and nothing in the database is
+enough to take the seat.
+"""
 
 from __future__ import annotations
 
+import base64
+import hmac
+import logging
 import secrets
 from dataclasses import dataclass
 
+from django.conf import settings
 from django.db import connection, transaction
+from django.utils.crypto import salted_hmac
 
 from . import rules
 from .models import MatchTicket, Room
-from .rooms import as_mark, seat_changes, token_hash
+from .rooms import RoomRow, as_mark, seat_changes, token_hash
 from .rules import Mark
 from .services import row_of
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
@@ -23,6 +38,41 @@ class Pairing:
     mark: Mark
     token: str
     opponent: str
+
+
+SEAT_TOKEN_SALT = "game.matchmaking.seat_token"
+SEAT_TOKEN_BYTES = 24  # as `secrets.token_urlsafe(24)`: 32 URL-safe characters
+
+
+def seat_token(*, ticket: int, room: str, mark: Mark, secret: str | bytes | None = None) -> str:
+    """The seat token of `ticket`, seated at `mark` in `room`: HMAC-SHA256 keyed by the
+    server's secret (`secret`, default SECRET_KEY), URL-safe, the length and alphabet of
+    the random tokens `join` hands out. Anyone with SECRET_KEY can derive it; nothing
+    in the database can."""
+    digest = salted_hmac(
+        SEAT_TOKEN_SALT, f"match:{ticket}:{room}:{mark}", secret, algorithm="sha256"
+    ).digest()
+    return base64.urlsafe_b64encode(digest[:SEAT_TOKEN_BYTES]).decode("ascii")
+
+
+def _told_token(*, ticket: int, room: RoomRow, mark: Mark) -> str:
+    """The token to tell `ticket`'s player: the one whose hash its seat holds, derived with
+    SECRET_KEY or, while a rotated-out key is still listed, SECRET_KEY_FALLBACKS (the
+    pairer may have run before the rotation)."""
+    stored = room.seat(mark).token_hash
+    keys = [settings.SECRET_KEY, *settings.SECRET_KEY_FALLBACKS]
+    for key in keys:
+        token = seat_token(ticket=ticket, room=room.code, mark=mark, secret=key)
+        if hmac.compare_digest(token_hash(token), stored):
+            return token
+    log.error(
+        "quick match: no SECRET_KEY derives the seat token of ticket %s (room %s, %s); "
+        "do the pairer and the notifier share SECRET_KEY?",
+        ticket,
+        room.code,
+        mark,
+    )
+    return seat_token(ticket=ticket, room=room.code, mark=mark)
 
 
 MATCH_LINE_LOCK = 0x7A1C7AC  # advisory lock key of the quick-match line
@@ -73,18 +123,19 @@ def match_pair(*, limit: int = 500) -> int:
             if len(pair) < 2:
                 return made
             first, second = pair
-            tokens = {"X": secrets.token_urlsafe(24), "O": secrets.token_urlsafe(24)}
+            code = f"qm-{secrets.token_hex(6)}"
+            x = seat_token(ticket=first.id, room=code, mark="X")
+            o = seat_token(ticket=second.id, room=code, mark="O")
             room = Room.objects.create(
-                code=f"qm-{secrets.token_hex(6)}",
+                code=code,
                 version=2,  # both seats taken
-                **seat_changes("X", name=first.name, token_hash=token_hash(tokens["X"])),
-                **seat_changes("O", name=second.name, token_hash=token_hash(tokens["O"])),
+                **seat_changes("X", name=first.name, token_hash=token_hash(x)),
+                **seat_changes("O", name=second.name, token_hash=token_hash(o)),
             )
             for ticket, mark in ((first, "X"), (second, "O")):
                 ticket.room = room
                 ticket.mark = mark
-                ticket.token = tokens[mark]
-                ticket.save(update_fields=["room", "mark", "token"])
+                ticket.save(update_fields=["room", "mark"])
             made += 1
     return made
 
@@ -94,8 +145,9 @@ def match_claim(*, limit: int = 500) -> list[Pairing]:
 
     The rows are locked (`skip_locked`: concurrent claimers get disjoint sets) and
     flagged `notified` in one transaction, so each player is told by one claimer
-    only; the caller sends after the commit and then clears the tokens
-    (`match_notified`), or hands back what it could not send (`match_unclaim`).
+    only; the caller sends after the commit, and hands back what it could not send
+    (`match_unclaim`). Each seat token is derived again here (`seat_token`), never
+    read: a ticket claimed again after a failed send gets the same token.
     """
     with transaction.atomic():
         tickets = list(
@@ -109,21 +161,18 @@ def match_claim(*, limit: int = 500) -> list[Pairing]:
     for ticket in tickets:
         assert ticket.room is not None
         mark = as_mark(ticket.mark)
+        room = row_of(ticket.room)
         pairings.append(
             Pairing(
                 ticket=ticket.id,
                 channel_name=ticket.channel_name,
-                room=ticket.room.code,
+                room=room.code,
                 mark=mark,
-                token=ticket.token,
-                opponent=row_of(ticket.room).seat(rules.other(mark)).name,
+                token=_told_token(ticket=ticket.id, room=room, mark=mark),
+                opponent=room.seat(rules.other(mark)).name,
             )
         )
     return pairings
-
-
-def match_notified(*, tickets: list[int]) -> None:
-    MatchTicket.objects.filter(id__in=tickets).update(notified=True, token="")
 
 
 def match_unclaim(*, tickets: list[int]) -> None:

@@ -21,7 +21,8 @@ class Room(models.Model):
     opener = models.CharField(max_length=1, default="X")
     x_name = models.CharField(max_length=32, blank=True, default="")
     o_name = models.CharField(max_length=32, blank=True, default="")
-    # sha256 of the seat token handed out in `joined`; the token itself is never stored.
+    # sha256 of the seat token handed out in `joined` (or quick match's `matched`); the
+    # token itself is never stored.
     x_token_hash = models.CharField(max_length=64, blank=True, default="")
     o_token_hash = models.CharField(max_length=64, blank=True, default="")
     # A computer opponent's level ("perfect"/"easy") when the seat holds a bot.
@@ -110,8 +111,8 @@ class MatchTicket(models.Model):
     channel_name = models.CharField(max_length=200, db_index=True)
     room = models.ForeignKey(Room, null=True, blank=True, on_delete=models.SET_NULL)
     mark = models.CharField(max_length=1, blank=True, default="")
-    # The seat token, kept only until the player has been told (then cleared).
-    token = models.CharField(max_length=64, blank=True, default="")
+    # No seat token here: the one `matched` carries is derived from SECRET_KEY whenever the
+    # player is told (game/matchmaking.py, `seat_token`); the room holds only its hash.
     notified = models.BooleanField(default=False)
     created_at = models.DateTimeField(auto_now_add=True)
 

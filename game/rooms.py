@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import re
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -23,6 +24,8 @@ from .exceptions import GameError
 from .rules import Mark
 
 MARKS: tuple[Mark, Mark] = ("X", "O")
+ROOM_CODE = r"[A-Za-z0-9_-]{1,32}"  # docs/protocol.md, "Transport"
+ROOM_CODE_RE = re.compile(rf"^{ROOM_CODE}$")
 BOT_NAME = "Computer"
 EMPTY_BOARD_TEXT = "." * 9
 
@@ -41,6 +44,10 @@ COLUMNS = (
     "rematch",
     "games_started",
 )
+
+
+def valid_room_code(code: str) -> bool:
+    return ROOM_CODE_RE.fullmatch(code) is not None
 
 
 def as_mark(value: str) -> Mark:

@@ -3,18 +3,37 @@
 from __future__ import annotations
 
 from datetime import timedelta
-from typing import Literal
+from typing import Literal, NotRequired, TypedDict
 
 from django.conf import settings
 from django.db.models import Count
 from django.utils import timezone
 
-from realtime.protocol import PlayerInfo, StateMessage
-
 from . import rules
 from .models import Connection, LeaderboardEntry, Room
 from .rooms import MARKS, Presence, RoomRow, as_mark
+from .rules import Mark
 from .services import row_of
+
+
+class PlayerInfo(TypedDict):
+    name: str
+    online: bool
+    bot: NotRequired[bool]  # addition to protocol 1: the seat holds a computer opponent
+
+
+class StateMessage(TypedDict):
+    type: Literal["state"]
+    room: str
+    version: int
+    board: list[Mark | None]
+    turn: Mark | None
+    status: Literal["waiting", "playing", "won", "draw"]
+    winner: Mark | None
+    line: list[int] | None
+    players: dict[str, PlayerInfo | None]
+    spectators: int
+    rematch: list[Mark]
 
 
 def presence_of(code: str) -> Presence:

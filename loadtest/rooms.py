@@ -31,6 +31,9 @@ import gevent  # type: ignore[import-untyped]
 import gevent.pool  # type: ignore[import-untyped]
 from gevent.event import Event  # type: ignore[import-untyped]
 
+from gameclient import codec
+from gameclient.codec import Frame
+
 from .config import CONFIG
 from .metrics import (
     CONNECT_TO_STATE,
@@ -44,7 +47,7 @@ from .metrics import (
     LostDelivery,
     MoveFailed,
 )
-from .wsclient import Frame, GameSocket, Reporter, close_all, ws_base
+from .wsclient import GameSocket, Reporter, close_all, ws_base
 
 log = logging.getLogger("loadtest")
 AWAY = -1  # a receiver that was not connected when the frame was sent
@@ -261,7 +264,7 @@ class Room:
         expecting = self.expecting
         if expecting is None:
             return False
-        if frame.get("type") == "error" and sock is expecting.sender:
+        if codec.kind(frame) == "error" and sock is expecting.sender:
             expecting.refused(str(frame.get("code")))
             return True
         expecting.offer(sock, frame, at, epoch)
@@ -298,7 +301,7 @@ class Room:
 
 def _cell_shows(cell: int, mark: str, min_version: int) -> Callable[[Frame], bool]:
     def matches(frame: Frame) -> bool:
-        if frame.get("type") != "state":
+        if codec.kind(frame) != "state":
             return False
         board = frame.get("board")
         version = frame.get("version")
@@ -361,7 +364,7 @@ class GameRoom(Room):
             heals=True,
             probe=lambda sock: sock.sync(),
         )
-        self.send_expecting(expectation, {"type": "move", "cell": cell, "version": version})
+        self.send_expecting(expectation, codec.move(cell, version))
 
     def play_game(self) -> None:
         """Play the current game to its end with think time, random legal moves."""
@@ -375,7 +378,7 @@ class GameRoom(Room):
         """Both players ask; wait for the fresh board."""
         over = int(self.best_state()["version"])
         for sock in self.players.values():
-            if not sock.send({"type": "rematch"}):
+            if not sock.send(codec.rematch()):
                 raise MoveFailed("rematch not sent")
         self.wait_state(
             lambda s: (
@@ -411,7 +414,7 @@ class RelayRoom(Room):
             reporter=self.reporter,
             heals=False,
         )
-        self.send_expecting(expectation, {"data": {"lt": rid}})
+        self.send_expecting(expectation, codec.relay({"lt": rid}))
 
 
 def close_quietly(room: Room | None, *, quick: bool = False) -> None:

@@ -47,7 +47,8 @@ REPORTS = ROOT / "loadtest" / "reports"
 # The fleet launcher's port and health helpers (standard library only, so this
 # Locust-venv script can import them from the repository).
 sys.path.insert(0, str(ROOT))
-from devtools.fleet import free_port, http_status, port_free  # noqa: E402
+from devtools.fleet import Status  # noqa: E402
+from devtools.processes import free_port, http_status, port_free  # noqa: E402
 
 DEFAULT_DATABASE_URL = "postgres://postgres@127.0.0.1:5432/tictac_loadtest"
 SCENARIO_NAMES = {
@@ -192,6 +193,11 @@ class Run:
     drain_started: float | None = None
     drain_done: float | None = None
 
+    @property
+    def status_path(self) -> Path:
+        """The launcher's `--status-file`: ready, rolling restarts done."""
+        return self.out / "fleet" / "status.json"
+
     # --- the fleet ---------------------------------------------------------------
 
     def start_fleet(self) -> None:
@@ -215,6 +221,8 @@ class Run:
             args.database_url,
             "--log-dir",
             str(self.out / "fleet"),
+            "--status-file",
+            str(self.status_path),
         ]
         if not _ports_free(port + 1, args.replicas):  # replicas default to port+1 ... port+N
             argv += ["--replica-base-port", str(_free_block(args.replicas))]
@@ -227,9 +235,9 @@ class Run:
         while time.monotonic() < deadline:
             if not self.fleet.alive():
                 raise RunError(f"the fleet exited:\n{self.fleet.tail()}")
-            # The launcher prints `play on` once every replica is UP in HAProxy.
+            # The launcher says `ready` once every replica is UP in HAProxy.
             if (
-                self.fleet.saw("play on ")
+                Status.read(self.status_path).get("state") == "ready"
                 and http_status(f"http://127.0.0.1:{port}/readyz", timeout=2.0) == 200
             ):
                 print(f"fleet: ready (launcher pid {self.fleet.pid}, logs {self.out / 'fleet'})")
@@ -250,7 +258,7 @@ class Run:
     def watch_drain(self) -> None:
         if self.drain_started is None or self.drain_done is not None or self.fleet is None:
             return
-        if self.fleet.saw("rolling restart done"):
+        if Status.read(self.status_path).get("rolls_done", 0) >= 1:
             self.drain_done = time.monotonic()
             print(f"drain: rolling restart done in {self.drain_done - self.drain_started:.1f}s")
 

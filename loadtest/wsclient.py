@@ -17,7 +17,6 @@ Locust monkey-patches the standard library with gevent before this module is imp
 from __future__ import annotations
 
 import contextlib
-import json
 import random
 import struct
 import time
@@ -28,6 +27,9 @@ from urllib.parse import urlsplit
 import gevent  # type: ignore[import-untyped]
 import websocket  # type: ignore[import-not-found]
 from gevent.event import AsyncResult, Event  # type: ignore[import-untyped]
+
+from gameclient import codec
+from gameclient.codec import CLOSE_ABNORMAL, CLOSE_DRAINING, Frame
 
 from .config import CONFIG
 from .metrics import (
@@ -42,9 +44,6 @@ from .metrics import (
     UnexpectedError,
 )
 
-Frame = dict[str, Any]
-CLOSE_DRAINING = 1012
-CLOSE_ABNORMAL = 1006  # no close frame: the TCP stream ended (or could not be read)
 LOOPBACK = ("127.0.0.1", "localhost", "::1", "[::1]")
 
 
@@ -131,7 +130,6 @@ class GameSocket:
         self.epoch = 0
         self.server: str | None = None  # replica named by the latest welcome
         self.state: Frame | None = None  # highest-version state seen
-        self.version = -1
         self.last_state: Frame | None = None  # the state read last, whatever its version
         self.states_read = 0
         self.name: str | None = None
@@ -207,7 +205,7 @@ class GameSocket:
             )
             if self.token is not None and self.name is not None:
                 self._join_pending = True
-                self._send_now({"type": "join", "name": self.name, "token": self.token})
+                self._send_now(codec.join(self.name, self.token))
                 _get(self._joining, deadline - time.perf_counter(), "seat not reclaimed")
         except BaseException:
             self._abort(ws)
@@ -223,7 +221,7 @@ class GameSocket:
                 opcode, frame = ws.recv_data_frame(False)
                 at = time.perf_counter()
                 if opcode == websocket.ABNF.OPCODE_TEXT:
-                    self._on_frame(json.loads(frame.data), at, epoch)
+                    self._on_frame(codec.decode(frame.data), at, epoch)
                 elif opcode == websocket.ABNF.OPCODE_CLOSE:
                     data = frame.data or b""
                     code = struct.unpack("!H", data[:2])[0] if len(data) >= 2 else 1005
@@ -238,13 +236,12 @@ class GameSocket:
             self._on_close(epoch, code)
 
     def _on_frame(self, frame: Frame, at: float, epoch: int) -> None:
-        kind = frame.get("type")
+        kind = codec.kind(frame)
         if kind == "state":
             self.last_state = frame
             self.states_read += 1
-            version = frame.get("version", -1)
-            if isinstance(version, int) and version >= self.version:
-                self.state, self.version = frame, version
+            if codec.newer(frame, self.state):
+                self.state = frame
             if self._welcomed and epoch == self.epoch and not self._greeting.ready():
                 if self._counted_epoch != epoch:
                     self._counted_epoch = epoch
@@ -329,7 +326,7 @@ class GameSocket:
         ws = self.ws
         if ws is None:
             raise _Closed(CLOSE_ABNORMAL)
-        ws.send(json.dumps(message))
+        ws.send(codec.encode(message))
 
     def send(self, message: Frame, timeout: float | None = None) -> bool:
         """Send once the connection is up (waiting through a reconnect); False if it
@@ -346,7 +343,7 @@ class GameSocket:
     def sync(self, timeout: float = 2.0) -> Frame | None:
         """Ask for the room's state; the next state read (None if none came in time)."""
         seen = self.states_read
-        if not self.send({"type": "sync"}, timeout=0):
+        if not self.send(codec.sync(), timeout=0):
             return None
         deadline = time.perf_counter() + timeout
         while self.states_read == seen and time.perf_counter() < deadline:
@@ -358,7 +355,7 @@ class GameSocket:
         self.name = name
         self._joining = AsyncResult()
         self._join_pending = True
-        if not self.send({"type": "join", "name": name}):
+        if not self.send(codec.join(name)):
             raise ConnectFailed("join not sent")
         frame: Frame = _get(self._joining, CONFIG.loss_timeout_s, "no joined")
         return str(frame["mark"])

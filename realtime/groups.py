@@ -12,6 +12,7 @@ from channels.layers import get_channel_layer
 from django.conf import settings
 
 from game import play
+from game.matchmaking import Pairing
 from game.rooms import Presence, RoomRow
 from game.selectors import state_of
 
@@ -107,6 +108,25 @@ async def broadcast_row(row: RoomRow, presence: Presence | None = None) -> None:
         {"type": "game.state", "text": text, "row": row.public(), "presence": presence.public()},
     )
     GROUP_SEND_SECONDS.observe(time.perf_counter() - started)
+
+
+async def on_room_changed(sender: object, *, row: RoomRow, presence: Presence, **_: Any) -> None:
+    """game.signals.room_changed: a job changed the room."""
+    await broadcast_row(row, presence)
+
+
+async def on_matched(sender: object, *, pairing: Pairing, **_: Any) -> None:
+    """game.signals.matched: tell the waiting socket where its seat is."""
+    frame = {
+        "type": "matched",
+        "room": pairing.room,
+        "mark": pairing.mark,
+        "token": pairing.token,
+        "opponent": pairing.opponent,
+    }
+    layer = get_channel_layer()
+    assert layer is not None
+    await layer.send(pairing.channel_name, {"type": "game.direct", "text": encode(frame)})
 
 
 async def broadcast_state(code: str) -> None:

@@ -7,44 +7,18 @@ types); game-dependent checks and their order live in the services.
 from __future__ import annotations
 
 import json
-import re
 from dataclasses import dataclass
-from typing import Any, Literal, NotRequired, TypedDict
+from typing import Any, Literal, TypedDict
 
 from game.exceptions import GameError
 from game.rules import Mark
 
 PROTOCOL_VERSION = 1
-ROOM_CODE_RE = re.compile(r"^[A-Za-z0-9_-]{1,32}$")
 NAME_MAX = 32
 CHAT_MAX = 280
 
 
-def valid_room_code(code: str) -> bool:
-    return ROOM_CODE_RE.fullmatch(code) is not None
-
-
 # --- server -> client ---------------------------------------------------------
-
-
-class PlayerInfo(TypedDict):
-    name: str
-    online: bool
-    bot: NotRequired[bool]  # addition to protocol 1: the seat holds a computer opponent
-
-
-class StateMessage(TypedDict):
-    type: Literal["state"]
-    room: str
-    version: int
-    board: list[Mark | None]
-    turn: Mark | None
-    status: Literal["waiting", "playing", "won", "draw"]
-    winner: Mark | None
-    line: list[int] | None
-    players: dict[str, PlayerInfo | None]
-    spectators: int
-    rematch: list[Mark]
 
 
 class WelcomeMessage(TypedDict):

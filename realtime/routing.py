@@ -1,8 +1,10 @@
 from django.urls import re_path
 
+from game.rooms import ROOM_CODE
+
 from .consumers import GameRoom, Refuse
 
 websocket_urlpatterns = [
-    re_path(r"^ws/game/(?P<room_code>[A-Za-z0-9_-]{1,32})/?$", GameRoom.as_asgi()),
+    re_path(rf"^ws/game/(?P<room_code>{ROOM_CODE})/?$", GameRoom.as_asgi()),
     re_path(r"", Refuse.as_asgi()),
 ]

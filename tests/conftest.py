@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from django.db import connection
 
-from tests.support.databases import throwaway_database
+from devtools.databases import throwaway_database
 from tests.support.server import UvicornServer
 
 

@@ -29,6 +29,7 @@ INSTALLED_APPS = [
     "django.contrib.staticfiles",
     "channels",
     "game",
+    "realtime",
 ]
 
 MIDDLEWARE = [
@@ -115,7 +116,11 @@ STORAGES = {
 # unset, so several workers of one pod stay distinguishable.
 REPLICA_NAME: str = env.str("REPLICA_NAME", default="")
 HOSTNAME = socket.gethostname()
+# The server closes frames above this with 1009 itself (deploy/uvicorn_worker.py).
 MAX_FRAME_BYTES: int = env.int("MAX_FRAME_BYTES", default=16384)
+# The server pings every socket this often; one that does not answer in time is closed.
+WS_PING_INTERVAL_SECONDS: float = env.float("WS_PING_INTERVAL_SECONDS", default=20.0)
+WS_PING_TIMEOUT_SECONDS: float = env.float("WS_PING_TIMEOUT_SECONDS", default=20.0)
 # permessage-deflate on game sockets (deploy/uvicorn_worker.py), without context takeover
 # when on. Off: our frames are a few hundred bytes of JSON; bench/sockets.py has the bytes,
 # CPU and memory of each choice.
@@ -160,3 +165,11 @@ BOT_THINK_SECONDS: float = env.float("BOT_THINK_SECONDS", default=0.4)
 # must exceed DRAIN_READINESS_DELAY + DRAIN_WINDOW + GRACEFUL_SHUTDOWN.
 DRAIN_READINESS_DELAY_SECONDS: float = env.float("DRAIN_READINESS_DELAY_SECONDS", default=3.0)
 DRAIN_WINDOW_SECONDS: float = env.float("DRAIN_WINDOW_SECONDS", default=10.0)
+# uvicorn's graceful shutdown after the drain (deploy/); gunicorn waits the three plus 5 s.
+GRACEFUL_SHUTDOWN_SECONDS: int = env.int("GRACEFUL_SHUTDOWN_SECONDS", default=25)
+
+# The web server (deploy/): `python -m deploy.server` listens on HOST:PORT; gunicorn
+# (deploy/gunicorn.conf.py) binds 0.0.0.0:PORT with WEB_CONCURRENCY worker processes.
+HOST: str = env.str("HOST", default="127.0.0.1")
+PORT: int = env.int("PORT", default=8000)
+WEB_CONCURRENCY: int = env.int("WEB_CONCURRENCY", default=1)

@@ -27,8 +27,9 @@ from typing import Any, TypeVar
 import pytest
 
 from devtools.fleet import Fleet
+from gameclient.codec import Frame
+from gameclient.member import Member, Player, Spectator, wait_until
 from tests.support.broker import broker_ready, broker_stopped
-from tests.support.player import Member, Message, Player, Spectator, wait_until
 
 pytestmark = [pytest.mark.e2e, pytest.mark.fleet]
 
@@ -210,7 +211,7 @@ async def all_finished(
             within,
             lambda: [p for game in games for p in game.players if not game.finished],
         )
-    except AssertionError as failure:
+    except TimeoutError as failure:
         stuck = [game for game in games if not game.finished]
         report = await asyncio.to_thread(diagnose, fleet, stuck, events or {})
         raise AssertionError(f"{len(stuck)} of {len(games)} stuck. {failure}\n{report}") from None
@@ -268,17 +269,17 @@ async def all_moved(games: list[Game], within: float = 20) -> None:
     )
 
 
-def api_state(fleet: Fleet, room: str) -> Message:
+def api_state(fleet: Fleet, room: str) -> Frame:
     """`GET /api/rooms/<room>` through the load balancer."""
     try:
         with _no_proxy.open(f"{fleet.lb_url}/api/rooms/{room}", timeout=5) as response:
-            body: Message = json.loads(response.read())
+            body: Frame = json.loads(response.read())
             return body
     except urllib.error.HTTPError as error:
         raise AssertionError(f"GET /api/rooms/{room}: HTTP {error.code}") from None
 
 
-def game_view(state: Message) -> tuple[Any, ...]:
+def game_view(state: Frame) -> tuple[Any, ...]:
     """What a game is, without presence (which may change without a version change)."""
     return (
         state["version"],
@@ -556,7 +557,7 @@ async def test_seat_of_a_sigkilled_replica_goes_offline_within_the_presence_time
     assert victim is not None
     assert victim != watched
 
-    def x_online(state: Message | None) -> bool | None:
+    def x_online(state: Frame | None) -> bool | None:
         seat_x = (state or {}).get("players", {}).get("X")
         return None if seat_x is None else bool(seat_x["online"])
 

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import json
 import os
+import signal
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -18,7 +20,8 @@ import pytest
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import ClientConnection, connect
 
-from devtools.fleet import Fleet, pid_alive
+from devtools.fleet import Fleet, Status
+from devtools.processes import Child, free_port, http_status, pid_alive
 
 pytestmark = [pytest.mark.e2e, pytest.mark.fleet]
 
@@ -129,3 +132,39 @@ def _run(action: Callable[[], None], failures: list[BaseException]) -> None:
         action()
     except BaseException as exc:
         failures.append(exc)
+
+
+def test_the_cli_keeps_its_status_file_for_scripts(database_url: str, tmp_path: Path) -> None:
+    """`python -m devtools.fleet --status-file` (what `make loadtest` reads): ready once
+    the balancer serves, a rolling restart counted once it is done (SIGHUP), stopped."""
+    status_path = tmp_path / "status.json"
+    lb_port, web_port = free_port(), free_port()
+    argv = [sys.executable, "-m", "devtools.fleet", "--replicas", "1"]
+    argv += ["--port", str(lb_port), "--replica-base-port", str(web_port)]
+    argv += ["--settings", "config.settings.test", "--database-url", database_url]
+    argv += ["--rabbitmq-url", RABBITMQ_URL, "--log-dir", str(tmp_path / "fleet")]
+    argv += ["--status-file", str(status_path)]
+    cli = Child("fleet-cli", tmp_path / "cli.log")
+    cli.spawn(argv, {**os.environ, "GRACEFUL_SHUTDOWN_SECONDS": "3"})
+
+    def status_where(accept: Callable[[dict[str, object]], bool]) -> dict[str, object]:
+        deadline = time.monotonic() + 120
+        while not accept(found := Status.read(status_path)):
+            assert cli.alive, f"the launcher exited:\n{cli.tail()}"
+            assert time.monotonic() < deadline, f"status stayed {found}:\n{cli.tail()}"
+            time.sleep(0.1)
+        return found
+
+    try:
+        ready = status_where(lambda s: s.get("state") == "ready")
+        assert ready == {"state": "ready", "lb_url": f"http://127.0.0.1:{lb_port}", "rolls_done": 0}
+        assert http_status(f"http://127.0.0.1:{lb_port}/readyz") == 200
+        cli.send(signal.SIGHUP)
+        status_where(lambda s: s.get("rolls_done") == 1 and s.get("state") == "ready")
+        assert http_status(f"http://127.0.0.1:{lb_port}/readyz") == 200
+        cli.send(signal.SIGTERM)
+        assert cli.wait(60), cli.tail()
+        assert cli.returncode == 0, cli.tail()
+        assert Status.read(status_path)["state"] == "stopped"
+    finally:
+        cli.stop(10)

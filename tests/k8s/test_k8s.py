@@ -323,13 +323,14 @@ def test_worker_metrics_port_matches_the_worker_settings(rendered: dict[str, Ren
 
 
 def test_web_grace_period_covers_prestop_and_the_drain(
-    rendered: dict[str, Rendering], monkeypatch: pytest.MonkeyPatch
+    rendered: dict[str, Rendering], settings: Any
 ) -> None:
     for rendering in rendered.values():
         config = rendering.configmap("tictac-config")
+        # The settings as config/settings/ reads them from this ConfigMap's environment.
         for key in ("DRAIN_READINESS_DELAY_SECONDS", "DRAIN_WINDOW_SECONDS"):
-            monkeypatch.setenv(key, config[key])
-        monkeypatch.setenv("GRACEFUL_SHUTDOWN_SECONDS", config["GRACEFUL_SHUTDOWN_SECONDS"])
+            setattr(settings, key, float(config[key]))
+        settings.GRACEFUL_SHUTDOWN_SECONDS = int(config["GRACEFUL_SHUTDOWN_SECONDS"])
         # gunicorn's own budget, computed by the config file the container runs.
         graceful_timeout = runpy.run_path(str(ROOT / "deploy" / "gunicorn.conf.py"))[
             "graceful_timeout"

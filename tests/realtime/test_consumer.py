@@ -28,9 +28,10 @@ from config.asgi import application
 from game import jobs
 from game.models import Room
 from game.play import close_store
+from gameclient.codec import Frame
 from realtime import groups
 from realtime.replica import replica_name
-from tests.support.ws import Client, Frame, Sockets, strict_json
+from tests.support.ws import Client, Sockets, strict_json
 from workers.runtime import Worker
 
 # available_apps: the flush after each test empties only these apps' tables and

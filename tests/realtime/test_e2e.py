@@ -20,7 +20,9 @@ from websockets.asyncio.client import connect
 from websockets.exceptions import InvalidStatus
 from websockets.sync.client import connect as sync_connect
 
-from tests.support.client import GameClient, Message, get_json
+from gameclient.codec import Frame
+from gameclient.connection import Connection
+from tests.support.http import get_json
 from tests.support.server import UvicornServer
 
 pytestmark = pytest.mark.e2e
@@ -33,11 +35,11 @@ O_DRAWS = [("O", 0), ("X", 1), ("O", 2), ("X", 4), ("O", 3), ("X", 5), ("O", 7),
 
 @pytest.fixture
 async def clients() -> AsyncIterator[Callable[..., Any]]:
-    """open(url, label) -> GameClient; every client is closed when the test ends."""
+    """open(url, label) -> Connection; every client is closed when the test ends."""
     async with AsyncExitStack() as stack:
 
-        async def open_client(url: str, label: str) -> GameClient:
-            client = await GameClient.open(url, label)
+        async def open_client(url: str, label: str) -> Connection:
+            client = await Connection.open(url, label)
             stack.push_async_callback(client.close)
             return client
 
@@ -52,7 +54,7 @@ async def api_state(replica: UvicornServer, code: str) -> tuple[int, Any]:
     return await asyncio.to_thread(get_json, f"{replica.url}/api/rooms/{code}")
 
 
-async def seat(client: GameClient, name: str) -> Message:
+async def seat(client: Connection, name: str) -> Frame:
     await client.send({"type": "join", "name": name})
     return await client.next("joined")
 
@@ -62,14 +64,14 @@ async def test_full_game_to_a_win_then_a_draw_seen_in_order_by_a_spectator(
 ) -> None:
     code = "e2e-full-game"
     url = room_url(replica, code)
-    spectator: GameClient = await clients(url, "spectator")
+    spectator: Connection = await clients(url, "spectator")
     welcome = await spectator.next("welcome")
     assert welcome == {"type": "welcome", "room": code, "server": "web-1", "protocol": 1}
     first = await spectator.at_version(0)
     assert (first["status"], first["players"]) == ("waiting", {"X": None, "O": None})
 
-    ana: GameClient = await clients(url, "ana")
-    bo: GameClient = await clients(url, "bo")
+    ana: Connection = await clients(url, "ana")
+    bo: Connection = await clients(url, "bo")
     everyone = (spectator, ana, bo)
     joined_x = await seat(ana, "ana")
     assert joined_x["mark"] == "X"
@@ -84,7 +86,7 @@ async def test_full_game_to_a_win_then_a_draw_seen_in_order_by_a_spectator(
         state = await client.at_version(version)
         assert (state["status"], state["turn"]) == ("playing", "X")
 
-    async def play(moves: list[tuple[str, int]]) -> Message:
+    async def play(moves: list[tuple[str, int]]) -> Frame:
         nonlocal version
         for mark, cell in moves:
             mover = ana if mark == "X" else bo
@@ -148,7 +150,7 @@ async def test_full_game_to_a_win_then_a_draw_seen_in_order_by_a_spectator(
 async def test_frame_larger_than_max_frame_bytes_closes_with_1009(
     replica: UvicornServer, clients: Callable[..., Any]
 ) -> None:
-    client: GameClient = await clients(room_url(replica, "e2e-big"), "big")
+    client: Connection = await clients(room_url(replica, "e2e-big"), "big")
     await client.next("welcome")
     envelope = len(json.dumps({"data": ""}, separators=(",", ":")))
     # Exactly the limit is fine: the relay echoes it.
@@ -167,7 +169,7 @@ async def test_frame_larger_than_max_frame_bytes_closes_with_1009(
 async def test_frame_too_large_in_multibyte_characters_closes_with_1009(
     replica: UvicornServer, clients: Callable[..., Any]
 ) -> None:
-    client: GameClient = await clients(room_url(replica, "e2e-big-utf8"), "big")
+    client: Connection = await clients(room_url(replica, "e2e-big-utf8"), "big")
     await client.next("welcome")
     # 6000 characters, 18000 bytes of UTF-8.
     await client.send({"type": "chat", "text": "\u20ac" * 6000})
@@ -199,7 +201,7 @@ async def test_longest_valid_room_code_is_accepted(
 ) -> None:
     code = "A-z_9" * 6 + "xy"
     assert len(code) == 32
-    client: GameClient = await clients(room_url(replica, code), "edge")
+    client: Connection = await clients(room_url(replica, code), "edge")
     assert (await client.next("welcome"))["room"] == code
     assert (await api_state(replica, code))[0] == 200
 
@@ -214,8 +216,8 @@ async def test_flood_of_more_than_100_messages_in_a_second_closes_with_1008(
     replica: UvicornServer, clients: Callable[..., Any]
 ) -> None:
     url = room_url(replica, "e2e-flood")
-    flooder: GameClient = await clients(url, "flooder")
-    bystander: GameClient = await clients(url, "bystander")
+    flooder: Connection = await clients(url, "flooder")
+    bystander: Connection = await clients(url, "bystander")
     await flooder.next("welcome")
     for t in range(150):
         if flooder.closed:
@@ -237,9 +239,9 @@ async def test_closed_player_socket_shows_offline_to_the_others_within_a_second(
     replica: UvicornServer, clients: Callable[..., Any]
 ) -> None:
     url = room_url(replica, "e2e-presence")
-    spectator: GameClient = await clients(url, "spectator")
-    ana: GameClient = await clients(url, "ana")
-    bo: GameClient = await clients(url, "bo")
+    spectator: Connection = await clients(url, "spectator")
+    ana: Connection = await clients(url, "ana")
+    bo: Connection = await clients(url, "bo")
     token = (await seat(ana, "ana"))["token"]
     await seat(bo, "bo")
     online = await spectator.at_version(2)
@@ -248,7 +250,7 @@ async def test_closed_player_socket_shows_offline_to_the_others_within_a_second(
     )
     version = online["version"]
 
-    def x_online(value: bool) -> Callable[[Message], bool]:
+    def x_online(value: bool) -> Callable[[Frame], bool]:
         return lambda s: s["players"]["X"] is not None and s["players"]["X"]["online"] is value
 
     loop = asyncio.get_running_loop()
@@ -261,7 +263,7 @@ async def test_closed_player_socket_shows_offline_to_the_others_within_a_second(
     assert loop.time() - started < 1.0
 
     # Reconnecting with the token brings the seat back online.
-    again: GameClient = await clients(url, "ana-again")
+    again: Connection = await clients(url, "ana-again")
     await again.send({"type": "join", "name": "ana", "token": token})
     assert (await again.next("joined"))["mark"] == "X"
     await spectator.state_where(x_online(True), "X online again", within=1.0)

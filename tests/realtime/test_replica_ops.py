@@ -13,8 +13,9 @@ from pathlib import Path
 
 import pytest
 
+from gameclient.connection import Connection
 from tests.support.broker import RABBITMQ_URL, broker_stopped
-from tests.support.client import GameClient, get_json
+from tests.support.http import get_json
 from tests.support.server import UvicornServer
 
 pytestmark = pytest.mark.e2e
@@ -73,8 +74,8 @@ async def test_metrics_count_connections_messages_and_errors(
     rabbit_replica: UvicornServer,
 ) -> None:
     url = f"{rabbit_replica.ws_url}/ws/game/metrics-room"
-    a = await GameClient.open(url, "a")
-    b = await GameClient.open(url, "b")
+    a = await Connection.open(url, "a")
+    b = await Connection.open(url, "b")
     try:
         await a.send({"type": "join", "name": "ana"})
         await a.next("joined")
@@ -99,14 +100,14 @@ async def test_sigterm_drains_readiness_first_then_closes_sockets_with_1012_spre
     rabbit_replica: UvicornServer,
 ) -> None:
     clients = [
-        await GameClient.open(f"{rabbit_replica.ws_url}/ws/game/drain-{i % 5}", f"c{i}")
+        await Connection.open(f"{rabbit_replica.ws_url}/ws/game/drain-{i % 5}", f"c{i}")
         for i in range(20)
     ]
     for client in clients:
         await client.next("state")
     closed_at: dict[str, float] = {}
 
-    async def watch(client: GameClient) -> int | None:
+    async def watch(client: Connection) -> int | None:
         code = await client.close_code(within=20)
         closed_at[client.label] = time.monotonic()
         return code
@@ -138,7 +139,7 @@ async def test_rooms_get_their_state_again_after_the_broker_returns(
     # A load balancer's readiness probe is the first to use the layer, as in a
     # fleet; the re-send must not depend on that probe's request context.
     assert (await asyncio.to_thread(get_json, f"{rabbit_replica.url}/readyz"))[0] == 200
-    client = await GameClient.open(f"{rabbit_replica.ws_url}/ws/game/heal-room", "c")
+    client = await Connection.open(f"{rabbit_replica.ws_url}/ws/game/heal-room", "c")
     try:
         await client.next("state")
         await asyncio.sleep(0.5)  # the coalesced presence broadcast
@@ -169,7 +170,7 @@ async def test_a_socket_whose_peer_stops_answering_pings_is_closed_and_others_st
     srv = UvicornServer(env=env, name="web-ping", log_dir=tmp_path)
     srv.migrate()
     srv.start()
-    answering = await GameClient.open(f"{srv.ws_url}/ws/game/pings", "answering")
+    answering = await Connection.open(f"{srv.ws_url}/ws/game/pings", "answering")
     try:
         reader, writer = await asyncio.open_connection("127.0.0.1", srv.port)
         key = base64.b64encode(os.urandom(16)).decode()

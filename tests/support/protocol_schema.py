@@ -9,10 +9,10 @@ from typing import Any
 import yaml
 from jsonschema import Draft7Validator
 
+from gameclient.codec import Frame
+
 ROOT = Path(__file__).resolve().parents[2]
 ASYNCAPI = ROOT / "docs" / "asyncapi.yaml"
-
-Frame = dict[str, Any]
 
 
 @cache

@@ -3,17 +3,12 @@
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import sys
-import time
-import urllib.request
 from collections.abc import Mapping
 from pathlib import Path
 
-from devtools.fleet import free_port
-
-ROOT = Path(__file__).resolve().parents[2]
+from devtools.processes import ROOT, Child, ProcessError, free_port, wait_http
 
 
 class UvicornServer:
@@ -44,8 +39,16 @@ class UvicornServer:
             "DRAIN_WINDOW_SECONDS": "0.5",
             **env,
         }
-        self.log_path = (log_dir or Path("/tmp")) / f"uvicorn-{name}-{self.port}.log"
-        self.proc: subprocess.Popen[bytes] | None = None
+        log_path = (log_dir or Path("/tmp")) / f"uvicorn-{name}-{self.port}.log"
+        self.child = Child(name=name, log_path=log_path)
+
+    @property
+    def log_path(self) -> Path:
+        return self.child.log_path
+
+    @property
+    def proc(self) -> subprocess.Popen[bytes] | None:
+        return self.child.proc
 
     @property
     def url(self) -> str:
@@ -64,42 +67,18 @@ class UvicornServer:
         )
 
     def start(self, timeout: float = 20.0) -> UvicornServer:
-        log = open(self.log_path, "ab")  # noqa: SIM115 - owned by the child process
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "deploy.server"],
-            cwd=ROOT,
-            env=self.env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-        log.close()
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"{self.name} exited: {self.log_path.read_text()[-2000:]}")
-            try:
-                with urllib.request.urlopen(f"{self.url}/healthz", timeout=1) as resp:
-                    if resp.status == 200:
-                        return self
-            except OSError:
-                time.sleep(0.1)
-        self.stop()
-        raise RuntimeError(
-            f"{self.name} did not become healthy: {self.log_path.read_text()[-2000:]}"
-        )
+        self.child.spawn([sys.executable, "-m", "deploy.server"], self.env)
+        try:
+            wait_http(f"{self.url}/healthz", child=self.child, timeout=timeout)
+        except ProcessError:
+            self.stop()
+            raise
+        return self
 
     def kill(self) -> None:
         """SIGKILL: the replica dies without any cleanup."""
-        if self.proc and self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGKILL)
-            self.proc.wait(10)
+        self.child.kill()
 
     def stop(self, timeout: float = 15.0) -> None:
-        if self.proc and self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGTERM)
-            try:
-                self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.kill()
-        self.proc = None
+        self.child.stop(timeout)
+        self.child.proc = None

@@ -5,9 +5,9 @@
 - `throwaway_vhost()`: a RabbitMQ vhost of its own (the job queue names are fixed,
   so a vhost keeps other suites' workers and leftovers away); `purge_job_queues()`
   empties the job queues before a test.
-- `throwaway_database()`, `migrate()`, `reset_tables()`, `query()`: a PostgreSQL
-  database per test module, read with psycopg (the test process's Django database
-  stays whatever pytest-django set up).
+- `migrate()`, `reset_tables()`, `query()`: the PostgreSQL database of a test module
+  (devtools.databases' `throwaway_database()`), read with psycopg (the test process's
+  Django database stays whatever pytest-django set up).
 - Run as a script (`python -m tests.support.workers play PLAN.json`), it plays the
   games of a plan through game.services against `DATABASE_URL` and publishes each
   finished game's `game.finished` job, the way a replica does.
@@ -32,8 +32,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote, urlsplit, urlunsplit
 
-from devtools.fleet import free_port
-from tests.support.server import ROOT
+from devtools.processes import ROOT, Child, free_port
 
 RABBITMQ_URL = os.environ.get("RABBITMQ_TEST_URL", "amqp://guest:guest@127.0.0.1:5672/%2f")
 
@@ -196,19 +195,25 @@ class Worker:
         self.concurrency = concurrency
         self.metrics_port = free_port() if metrics else 0
         self.grace = grace
-        self.log_path = log_dir / f"{name}.log"
-        self.proc: subprocess.Popen[bytes] | None = None
+        self.child = Child(name=name, log_path=log_dir / f"{name}.log")
+
+    @property
+    def proc(self) -> subprocess.Popen[bytes] | None:
+        return self.child.proc
+
+    @property
+    def log_path(self) -> Path:
+        return self.child.log_path
 
     @property
     def pid(self) -> int | None:
-        return self.proc.pid if self.proc is not None else None
+        return self.child.pid
 
     @property
     def alive(self) -> bool:
-        return self.proc is not None and self.proc.poll() is None
+        return self.child.alive
 
     def start(self) -> Worker:
-        self.log_path.parent.mkdir(parents=True, exist_ok=True)
         argv = [
             sys.executable,
             "manage.py",
@@ -220,23 +225,11 @@ class Worker:
             "--grace",
             str(self.grace),
         ]
-        with open(self.log_path, "ab") as log:
-            self.proc = subprocess.Popen(
-                argv,
-                cwd=ROOT,
-                env={**self.env, "REPLICA_NAME": self.name},
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,  # its own process group: pgid == pid
-            )
+        self.child.spawn(argv, {**self.env, "REPLICA_NAME": self.name})
         return self
 
     def log(self) -> str:
-        try:
-            return self.log_path.read_text(errors="replace")
-        except OSError:
-            return ""
+        return self.child.log_text()
 
     def wait_consuming(self, timeout: float = 60.0) -> None:
         """Until the worker logged that it consumes the job queue (a worker started
@@ -251,25 +244,11 @@ class Worker:
 
     def kill(self) -> None:
         """SIGKILL the whole group: no cleanup, unacked jobs go back to the broker."""
-        if self.proc is not None and self.proc.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(self.proc.pid, signal.SIGKILL)
-            self.proc.wait(10)
+        self.child.kill()
 
     def stop(self, timeout: float = 10.0) -> None:
-        """SIGTERM (finish the jobs in hand), SIGKILL after `timeout`."""
-        if self.proc is None:
-            return
-        if self.proc.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(self.proc.pid, signal.SIGTERM)
-            try:
-                self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.kill()
-        # Anything the leader left behind in its group.
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(self.proc.pid, signal.SIGKILL)
+        """SIGTERM (finish the jobs in hand), SIGKILL for the group after `timeout`."""
+        self.child.stop(timeout)
 
     def metrics_text(self, timeout: float = 2.0) -> str:
         assert self.metrics_port, f"{self.name} runs without a metrics port"
@@ -347,10 +326,9 @@ class Workers:
         return iter(self.members)
 
     def stop(self) -> None:
-        for worker in self.members:
+        for worker in self.members:  # all drain at once
             if worker.alive:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(worker.proc.pid, signal.SIGTERM)  # type: ignore[union-attr]
+                worker.child.signal_group(signal.SIGTERM)
         for worker in self.members:
             worker.stop(timeout=10)
 

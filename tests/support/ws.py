@@ -9,14 +9,11 @@ from typing import Any
 
 from channels.testing import WebsocketCommunicator
 
+from gameclient import codec
+from gameclient.codec import Frame
 from tests.support.protocol_schema import check_server_frame
 
-Frame = dict[str, Any]
 Headers = Sequence[tuple[bytes, bytes]]
-
-
-def _no_constant(name: str) -> Any:
-    raise ValueError(f"{name} is not JSON")
 
 
 def strict_json(text: str) -> Frame:
@@ -27,10 +24,9 @@ def strict_json(text: str) -> Frame:
     except UnicodeEncodeError as error:
         raise AssertionError(f"frame cannot be sent as UTF-8 ({error}): {text[:200]!r}") from None
     try:
-        frame = json.loads(text, parse_constant=_no_constant)
-    except ValueError as error:
-        raise AssertionError(f"frame is not JSON ({error}): {text[:200]!r}") from None
-    assert isinstance(frame, dict), f"not a JSON object: {text[:200]!r}"
+        frame = codec.decode(text)
+    except codec.ProtocolError as error:
+        raise AssertionError(f"frame {error}") from None
     check_server_frame(frame)  # every field and value as docs/asyncapi.yaml types it
     return frame
 
@@ -134,10 +130,7 @@ class Client:
 
     async def join(self, name: str, token: str | None = None) -> Frame:
         """Take (or with `token`, reclaim) a seat; returns the `joined` frame."""
-        message: Frame = {"type": "join", "name": name}
-        if token is not None:
-            message["token"] = token
-        await self.send(message)
+        await self.send(codec.join(name, token))
         joined = await self.recv_type("joined")
         self.mark, self.token = joined["mark"], joined["token"]
         return joined

@@ -35,11 +35,13 @@ import aio_pika
 import psycopg
 import pytest
 
+from devtools.databases import throwaway_database
 from devtools.fleet import Fleet
 from game import rules
+from gameclient.codec import Frame
+from gameclient.connection import Connection
 from tests.support.broker import broker_stopped
-from tests.support.client import GameClient, Message, get_json
-from tests.support.databases import throwaway_database
+from tests.support.http import get_json
 from tests.support.server import UvicornServer
 from tests.support.workers import (
     DEAD_QUEUE,
@@ -171,12 +173,12 @@ def start_replica(
 
 
 @pytest.fixture
-async def clients() -> AsyncIterator[Callable[..., Awaitable[GameClient]]]:
-    """open(url, label) -> GameClient; every client is closed when the test ends."""
+async def clients() -> AsyncIterator[Callable[..., Awaitable[Connection]]]:
+    """open(url, label) -> Connection; every client is closed when the test ends."""
     async with AsyncExitStack() as stack:
 
-        async def open_client(url: str, label: str) -> GameClient:
-            client = await GameClient.open(url, label)
+        async def open_client(url: str, label: str) -> Connection:
+            client = await Connection.open(url, label)
             stack.push_async_callback(client.close)
             return client
 
@@ -512,13 +514,13 @@ STRATEGIES: list[tuple[str, Strategy]] = [
 ]
 
 
-def board_of(state: Message) -> rules.Board:
+def board_of(state: Frame) -> rules.Board:
     return tuple(state["board"])
 
 
-def states_by_version(client: GameClient, first: int, last: int) -> dict[int, Message]:
+def states_by_version(client: Connection, first: int, last: int) -> dict[int, Frame]:
     """The states the client saw from `first` to `last`; every version exactly one board."""
-    seen: dict[int, Message] = {}
+    seen: dict[int, Frame] = {}
     for state in client.states:
         version = state["version"]
         if first <= version <= last:
@@ -531,7 +533,7 @@ def states_by_version(client: GameClient, first: int, last: int) -> dict[int, Me
     return seen
 
 
-def check_alternating_history(client: GameClient, first: int, last: int, human: rules.Mark) -> int:
+def check_alternating_history(client: Connection, first: int, last: int, human: rules.Mark) -> int:
     """From `first` (empty board) to `last`: each version adds exactly one mark, of the
     side to move. Returns how many marks the computer placed."""
     seen = states_by_version(client, first, last)
@@ -549,8 +551,8 @@ def check_alternating_history(client: GameClient, first: int, last: int, human: 
 
 
 async def play_one_game_vs_bot(
-    client: GameClient, human: rules.Mark, strategy: Strategy, rng: random.Random
-) -> Message:
+    client: Connection, human: rules.Mark, strategy: Strategy, rng: random.Random
+) -> Frame:
     """Move for `human` whenever it is its turn, until the game is over; the final state."""
     while True:
         state = await client.state_where(
@@ -575,12 +577,12 @@ async def leaderboard(server: UvicornServer) -> dict[str, dict[str, Any]]:
 async def test_perfect_bot_never_loses_to_a_human_through_a_real_replica(
     start_workers: Callable[..., Workers],
     start_replica: Callable[[str], UvicornServer],
-    clients: Callable[..., Awaitable[GameClient]],
+    clients: Callable[..., Awaitable[Connection]],
 ) -> None:
     workers = start_workers(2, BOT_THINK_SECONDS="0.05")
     server = start_replica("web-1")
     room = f"bot-{secrets.token_hex(3)}"
-    human: GameClient = await clients(f"{server.ws_url}/ws/game/{room}", "human")
+    human: Connection = await clients(f"{server.ws_url}/ws/game/{room}", "human")
     await human.next("welcome")
     await human.send({"type": "join", "name": "hu"})
     assert (await human.next("joined"))["mark"] == "X"
@@ -658,15 +660,15 @@ async def wait_for_async(
 async def test_a_game_won_by_a_human_move_reaches_the_leaderboard_at_once(
     start_workers: Callable[..., Workers],
     start_replica: Callable[[str], UvicornServer],
-    clients: Callable[..., Awaitable[GameClient]],
+    clients: Callable[..., Awaitable[Connection]],
 ) -> None:
     """The last move of a human game publishes `game.finished`: the leaderboard shows it
     within a second or two, not only when the workers' sweep finds it (5 s and more)."""
     start_workers(1)
     server = start_replica("web-1")
     room = f"hum-{secrets.token_hex(3)}"
-    ana: GameClient = await clients(f"{server.ws_url}/ws/game/{room}", "ana")
-    bo: GameClient = await clients(f"{server.ws_url}/ws/game/{room}", "bo")
+    ana: Connection = await clients(f"{server.ws_url}/ws/game/{room}", "ana")
+    bo: Connection = await clients(f"{server.ws_url}/ws/game/{room}", "bo")
     for client, name in ((ana, "ana"), (bo, "bo")):
         await client.send({"type": "join", "name": name})
         await client.next("joined")
@@ -692,13 +694,13 @@ async def test_a_game_won_by_a_human_move_reaches_the_leaderboard_at_once(
 async def test_killing_the_worker_holding_the_bot_job_still_gives_exactly_one_bot_move(
     start_workers: Callable[..., Workers],
     start_replica: Callable[[str], UvicornServer],
-    clients: Callable[..., Awaitable[GameClient]],
+    clients: Callable[..., Awaitable[Connection]],
 ) -> None:
     think = 3.0
     workers = start_workers(2, BOT_THINK_SECONDS=str(think))
     server = start_replica("web-1")
     room = f"botkill-{secrets.token_hex(3)}"
-    human: GameClient = await clients(f"{server.ws_url}/ws/game/{room}", "human")
+    human: Connection = await clients(f"{server.ws_url}/ws/game/{room}", "human")
     await human.send({"type": "join", "name": "hu"})
     assert (await human.next("joined"))["mark"] == "X"
     await human.send({"type": "bot"})
@@ -749,7 +751,7 @@ async def test_killing_the_worker_holding_the_bot_job_still_gives_exactly_one_bo
     )
 
 
-def await_state(client: GameClient, version: int) -> Message:
+def await_state(client: Connection, version: int) -> Frame:
     found = [s for s in client.states if s["version"] == version]
     assert found, f"{client.label} never saw version {version}"
     return found[-1]
@@ -869,7 +871,7 @@ async def _at_least(count: Callable[[], Awaitable[int]], n: int, value: Any = Tr
 async def test_quick_match_pairs_50_players_into_25_rooms_across_two_replicas(
     start_workers: Callable[..., Workers],
     start_replica: Callable[[str], UvicornServer],
-    clients: Callable[..., Awaitable[GameClient]],
+    clients: Callable[..., Awaitable[Connection]],
 ) -> None:
     """50 players ask at once through two replicas; 2 workers pair them.
 
@@ -910,7 +912,7 @@ async def test_quick_match_pairs_50_players_into_25_rooms_across_two_replicas(
     if len(set(tickets)) != 50:
         problems.append(f"tickets not distinct: {tickets}")
 
-    by_room: dict[str, list[tuple[int, str, Message]]] = {}
+    by_room: dict[str, list[tuple[int, str, Frame]]] = {}
     for name, ticket, message in zip(names, tickets, matched, strict=True):
         if not str(message["room"]).startswith("qm-"):
             problems.append(f"odd room name {message}")
@@ -939,7 +941,7 @@ async def test_quick_match_pairs_50_players_into_25_rooms_across_two_replicas(
         problems.append(f"neighbours in the line not paired together (tickets): {out_of_order}")
 
     # Everyone goes to the room (through the other replica) and reclaims the seat.
-    async def enter(i: int) -> GameClient:
+    async def enter(i: int) -> Connection:
         name, message = names[i], matched[i]
         url = f"{replicas[(i + 1) % 2].ws_url}/ws/game/{message['room']}"
         client = await clients(url, f"{name}@room")

@@ -1,4 +1,4 @@
-"""Well-behaved asyncio game clients for the fleet tests: they survive any close.
+"""Room members that behave as a good client does: they survive any close.
 
 A `Player` and a `Spectator` follow docs/protocol.md the way a good client does:
 
@@ -14,16 +14,17 @@ A `Player` and a `Spectator` follow docs/protocol.md the way a good client does:
   (`stale_version`, `not_your_turn`, `cell_taken`, ...) is answered with `sync`.
 
 Everything they see is logged (every state with its arrival time and replica,
-every connection, every move sent and error received) for the tests to check
-and for failure messages to show. Run one with `start()`, wait with
-`wait_finished()` or `wait_for()`, end it with `stop()`.
+every connection, every move sent and error received) for callers to check and
+for failure messages to show. Run one with `start()`, wait with
+`wait_finished()` or `wait_for()`, end it with `stop()`. A member that meets
+something a good server never does (a seat token refused, a rejoin under
+another mark) stops with `Misbehaved` in `failure`.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import random
 import time
 from collections import Counter
@@ -34,13 +35,15 @@ from typing import Any, Self
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
 
-Message = dict[str, Any]
+from . import codec
+from .codec import FINISHED, Frame
 
-FINISHED = ("won", "draw")
-# Move errors that mean "your view is behind": ask for the state and go on.
-RESYNC_ERRORS = ("stale_version", "not_your_turn", "cell_taken", "game_over", "not_started")
 # Close "code" recorded when no connection was made at all (refused, 503, timeout).
 NO_CONNECTION = -1
+
+
+class Misbehaved(Exception):
+    """The server did what docs/protocol.md rules out (or the member's script ran dry)."""
 
 
 @dataclass
@@ -60,7 +63,7 @@ class Seen:
 
     at: float
     server: str | None
-    state: Message
+    state: Frame
 
 
 class Member:
@@ -97,7 +100,7 @@ class Member:
         self.reconnects = 0  # connection attempts after the first one that stuck
         self.placement_retries = 0  # sockets closed at once because of `placement`
         self.states: list[Seen] = []  # every state, in arrival order
-        self.latest: Message | None = None
+        self.latest: Frame | None = None
         self.errors: Counter[str] = Counter()
         self.error_log: list[tuple[float, str]] = []
         self.messages = 0
@@ -140,7 +143,7 @@ class Member:
             times.setdefault(seen.state["version"], seen.at)
         return times
 
-    def state_at(self, version: int) -> Message | None:
+    def state_at(self, version: int) -> Frame | None:
         """The last state seen at `version`."""
         for seen in reversed(self.states):
             if seen.state["version"] == version:
@@ -199,7 +202,7 @@ class Member:
                 if placed is False:
                     self.placement_retries += 1
                     if self.placement_retries >= self.placement_attempts:
-                        raise AssertionError(
+                        raise Misbehaved(
                             f"{self.label}: no acceptable replica in "
                             f"{self.placement_retries} tries: {self.servers}"
                         )
@@ -248,9 +251,9 @@ class Member:
             )
             return None
         try:
-            welcome = json.loads(await ws.recv())
-            if welcome.get("type") != "welcome":
-                raise AssertionError(f"{self.label}: first frame is not welcome: {welcome}")
+            welcome = codec.decode(await ws.recv())
+            if codec.kind(welcome) != "welcome":
+                raise Misbehaved(f"{self.label}: first frame is not welcome: {welcome}")
             link.server = str(welcome["server"])
             if placing and self.placement is not None and not self.placement(link.server):
                 await ws.close()
@@ -260,7 +263,7 @@ class Member:
             self.ws = ws
             await self._opened(ws)
             while True:
-                message = json.loads(await ws.recv())
+                message = codec.decode(await ws.recv())
                 self.messages += 1
                 await self._handle(ws, message, link)
                 if self.finished and not self.linger:
@@ -290,11 +293,11 @@ class Member:
     def _closed(self) -> None:
         """The connection is gone."""
 
-    async def _handle(self, ws: ClientConnection, message: Message, link: Link) -> None:
+    async def _handle(self, ws: ClientConnection, message: Frame, link: Link) -> None:
         kind = message.get("type")
         if kind == "state":
             self.states.append(Seen(time.monotonic(), link.server, message))
-            if self.latest is None or message["version"] >= self.latest["version"]:
+            if codec.newer(message, self.latest):
                 self.latest = message
         elif kind == "error":
             self.errors[message["code"]] += 1
@@ -364,8 +367,8 @@ class Player(Member):
                 delays.append(later[0] - link.closed_at)
         return delays
 
-    async def wait_finished(self, within: float) -> Message:
-        state: Message = await self.wait_for(
+    async def wait_finished(self, within: float) -> Frame:
+        state: Frame = await self.wait_for(
             lambda: self.latest if self.finished else None, "finished game", within
         )
         return state
@@ -375,10 +378,7 @@ class Player(Member):
         self._move_for = None
         if self.finished:
             return
-        join: Message = {"type": "join", "name": self.name}
-        if self.token is not None:
-            join["token"] = self.token
-        await ws.send(json.dumps(join))
+        await ws.send(codec.encode(codec.join(self.name, self.token)))
 
     def _closed(self) -> None:
         self.seated = False
@@ -386,26 +386,24 @@ class Player(Member):
             self._mover.cancel()
             self._mover = None
 
-    async def _handle(self, ws: ClientConnection, message: Message, link: Link) -> None:
+    async def _handle(self, ws: ClientConnection, message: Frame, link: Link) -> None:
         await super()._handle(ws, message, link)
         kind = message.get("type")
         if kind == "joined":
             if self.mark is not None and message["mark"] != self.mark:
-                raise AssertionError(
-                    f"{self.label}: rejoined as {message['mark']}, not {self.mark}"
-                )
+                raise Misbehaved(f"{self.label}: rejoined as {message['mark']}, not {self.mark}")
             self.mark, self.token = message["mark"], message["token"]
             self.seated = True
             self.joined_at.append(time.monotonic())
         elif kind == "error":
             if message["code"] in ("bad_token", "room_full", "already_joined", "not_joined"):
-                raise AssertionError(f"{self.label}: {message}")
+                raise Misbehaved(f"{self.label}: {message}")
             # Whatever the refusal, our view may be behind: ask for the state.
             self._move_for = None
-            await ws.send(json.dumps({"type": "sync"}))
+            await ws.send(codec.encode(codec.sync()))
         self._consider(ws, link)
 
-    def _my_turn(self) -> Message | None:
+    def _my_turn(self) -> Frame | None:
         state = self.latest
         if (
             self.seated
@@ -435,11 +433,11 @@ class Player(Member):
                 return
             free = [cell for cell in self.cells if state["board"][cell] is None]
             if not free:
-                raise AssertionError(f"{self.label}: script exhausted on {state['board']}")
+                raise Misbehaved(f"{self.label}: script exhausted on {state['board']}")
             self.moves_sent.append((version, free[0], link.server, time.monotonic()))
             sent = True
             with contextlib.suppress(ConnectionClosed):
-                await ws.send(json.dumps({"type": "move", "cell": free[0], "version": version}))
+                await ws.send(codec.encode(codec.move(free[0], version)))
         except asyncio.CancelledError:
             raise
         except BaseException as exc:
@@ -461,7 +459,7 @@ async def wait_until(
     poll: float = 0.02,
 ) -> Any:
     """Poll `check()` until it returns something truthy. After `within` seconds, or as
-    soon as one of `members()` crashed, fail with every member's summary."""
+    soon as one of `members()` crashed, raise TimeoutError with every member's summary."""
     deadline = time.monotonic() + within
     while True:
         found = check()
@@ -475,5 +473,5 @@ async def wait_until(
                 else f"not within {within}s"
             )
             lines = "\n  ".join(m.summary() for m in members())
-            raise AssertionError(f"{what}: {reason}\n  {lines}")
+            raise TimeoutError(f"{what}: {reason}\n  {lines}")
         await asyncio.sleep(poll)
