@@ -497,3 +497,29 @@ def test_quick_match_pairs_two_pages_and_the_leaderboard_shows_their_finished_ga
     expect(rows).to_have_count(2)
     expect(rows.nth(0).locator(".lb-name")).to_have_text("ana")
     cy.screenshot(path=str(screenshot_dir / "lobby-leaderboard.png"), full_page=True)
+
+
+def test_a_full_chat_log_keeps_the_newest_lines(server: UvicornServer, new_page: NewPage) -> None:
+    """The log keeps the last 200 lines: past that, each new line still shows and the
+    oldest leaves (scripted socket, 205 chat frames)."""
+    room = room_code("chatlog")
+    sockets: list[WebSocketRoute] = []
+
+    def on_socket(ws: WebSocketRoute) -> None:
+        sockets.append(ws)
+        welcome = {"type": "welcome", "room": room, "server": "web-1", "protocol": 1}
+        ws.send(json.dumps(welcome))
+        ws.send(scripted_state(room, 5, "X........", turn="O"))
+
+    page = new_page()
+    page.route_web_socket(re.compile(r"/ws/game/"), on_socket)
+    enter_from_lobby(page, server, room, "ana")
+    expect(page.get_by_test_id("version")).to_have_text("v5")
+    for n in range(205):
+        sockets[0].send(
+            json.dumps({"type": "chat", "mark": "O", "name": "bo", "text": f"line {n}"})
+        )
+    lines = page.get_by_test_id("chat-log").locator("li")
+    expect(lines.last).to_have_text(re.compile(r"line 204$"))
+    expect(lines).to_have_count(200)
+    expect(lines.first).to_have_text(re.compile(r"line 5$"))
