@@ -34,7 +34,9 @@ from pathlib import Path
 import websockets
 from websockets.asyncio.client import ClientConnection
 
-from bench.fanout import RESULTS, Contender, DbCpu, cpu_of, pct, servers
+from bench.contenders import Contender
+from bench.ladder import pct
+from bench.servers import RESULTS, DbCpu, cpu_of, servers
 from gameclient import codec
 
 GAME = Contender(

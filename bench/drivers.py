@@ -3,7 +3,7 @@
 The replicas' hot statement is one compare-and-swap `UPDATE ... RETURNING` in
 autocommit. This runs that statement N times through psycopg 3's
 `AsyncConnection` from a `psycopg_pool` pool (what game/pgstore.py uses) and
-through asyncpg's pool, and through the replicas' `Batcher` (game/pgstore.py: what
+through asyncpg's pool, and through the replicas' `Batcher` (game/pgbatch.py: what
 waits while both connections are busy goes out as one pipeline and one
 transaction), alternating the contenders twice, at 1 and 8 statements in flight,
 and prints statements per second and CPU per statement of this process and of the
@@ -27,7 +27,7 @@ import asyncpg
 import uvloop
 from psycopg_pool import AsyncConnectionPool
 
-from game.pgstore import Batcher
+from game.pgbatch import Batcher
 
 POSTGRES = os.environ.get("BENCH_POSTGRES", "postgres://postgres@127.0.0.1:5432")
 TABLE = f"bench_drivers_{uuid.uuid4().hex[:8]}"

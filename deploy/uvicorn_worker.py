@@ -25,21 +25,45 @@ from websockets.extensions.permessage_deflate import ServerPerMessageDeflateFact
 from websockets.server import ServerProtocol
 
 from deploy.draining import DrainingServer
+from realtime.waiters import wake_first
 
 
-class _Inbox:
+class _Parked:
+    """Futures waiting on a per-socket object, the list made only when someone waits."""
+
+    __slots__ = ("_waiters",)
+
+    def __init__(self) -> None:
+        self._waiters: list[asyncio.Future[None]] | None = None
+
+    def _park(self) -> asyncio.Future[None]:
+        waiter = asyncio.get_running_loop().create_future()
+        if self._waiters is None:
+            self._waiters = []
+        self._waiters.append(waiter)
+        return waiter
+
+    def _unpark(self, waiter: asyncio.Future[None]) -> bool:
+        """Forget a waiter that stopped waiting; False if it had been woken already."""
+        if self._waiters is not None and waiter in self._waiters:
+            self._waiters.remove(waiter)
+            return True
+        return False
+
+
+class _Inbox(_Parked):
     """What uvicorn uses of `asyncio.Queue` (put_nowait, get, empty) without its three
     deques: a short list (uvicorn pauses reading while a message waits)."""
 
-    __slots__ = ("_items", "_waiters")
+    __slots__ = ("_items",)
 
     def __init__(self) -> None:
+        super().__init__()
         self._items: list[Any] = []
-        self._waiters: list[asyncio.Future[None]] | None = None
 
     def put_nowait(self, item: Any) -> None:
         self._items.append(item)
-        self._wake()
+        wake_first(self._waiters)
 
     def empty(self) -> bool:
         return not self._items
@@ -49,36 +73,24 @@ class _Inbox:
 
     async def get(self) -> Any:
         while not self._items:
-            waiter = asyncio.get_running_loop().create_future()
-            if self._waiters is None:
-                self._waiters = []
-            self._waiters.append(waiter)
+            waiter = self._park()
             try:
                 await waiter
             except BaseException:
-                if waiter in self._waiters:
-                    self._waiters.remove(waiter)
-                elif self._items:
-                    self._wake()  # woken, then cancelled: pass the item on
+                if not self._unpark(waiter) and self._items:
+                    wake_first(self._waiters)  # woken, then cancelled: pass the item on
                 raise
         return self._items.pop(0)
 
-    def _wake(self) -> None:
-        while self._waiters:
-            waiter = self._waiters.pop(0)
-            if not waiter.done():
-                waiter.set_result(None)
-                return
 
-
-class _Flag:
+class _Flag(_Parked):
     """`asyncio.Event` (set, clear, is_set, wait) without its deque; starts set."""
 
-    __slots__ = ("_set", "_waiters")
+    __slots__ = ("_set",)
 
     def __init__(self) -> None:
+        super().__init__()
         self._set = True
-        self._waiters: list[asyncio.Future[None]] | None = None
 
     def is_set(self) -> bool:
         return self._set
@@ -88,9 +100,8 @@ class _Flag:
             return
         self._set = True
         waiters, self._waiters = self._waiters, None
-        for waiter in waiters or ():
-            if not waiter.done():
-                waiter.set_result(None)
+        while wake_first(waiters):
+            pass
 
     def clear(self) -> None:
         self._set = False
@@ -98,15 +109,11 @@ class _Flag:
     async def wait(self) -> bool:
         if self._set:
             return True
-        waiter = asyncio.get_running_loop().create_future()
-        if self._waiters is None:
-            self._waiters = []
-        self._waiters.append(waiter)
+        waiter = self._park()
         try:
             await waiter
         finally:
-            if self._waiters is not None and waiter in self._waiters:
-                self._waiters.remove(waiter)
+            self._unpark(waiter)
         return True
 
 

@@ -78,3 +78,12 @@ def throwaway_database(base_url: str = POSTGRES_URL, prefix: str = "tictac_test"
         yield url
     finally:
         drop_database(url)
+
+
+def redact(url: str) -> str:
+    """`url` with its password, if any, as ***."""
+    parts = urlsplit(url)
+    if parts.password:
+        netloc = parts.netloc.replace(f":{parts.password}@", ":***@")
+        return urlunsplit(parts._replace(netloc=netloc))
+    return url

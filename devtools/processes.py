@@ -218,3 +218,42 @@ class Child:
         """The end of the log written since the last start."""
         text = self.log_text()
         return text[text.rfind("\n--- ") + 1 :][-chars:]
+
+
+class Groups:
+    """The process groups one launcher started: each reaped when its leader is gone, all
+    killed at once when the launcher stops (gunicorn workers and other orphans included)."""
+
+    def __init__(self, *, die_with_parent: bool = False) -> None:
+        self.die_with_parent = die_with_parent
+        self._pgids: set[int] = set()
+
+    def spawn(self, child: Child, argv: Sequence[str], env: Mapping[str, str]) -> None:
+        child.spawn(argv, env, die_with_parent=self.die_with_parent)
+        assert child.pid is not None
+        self._pgids.add(child.pid)
+
+    def __contains__(self, child: Child) -> bool:
+        return child.pid is not None and child.pid in self._pgids
+
+    def reap(self, child: Child) -> None:
+        """After `child`'s leader exited: SIGKILL anything left in its group."""
+        if child.pid is not None and child.pid in self._pgids:
+            if group_pids({child.pid}):
+                child.signal_group(signal.SIGKILL)
+            self._pgids.discard(child.pid)
+
+    def kill_all(self, children: Sequence[Child]) -> None:
+        for pgid in list(self._pgids):
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(pgid, signal.SIGKILL)
+        for child in children:
+            child.wait(5)
+        deadline = time.monotonic() + 5
+        while group_pids(self._pgids) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        self._pgids.clear()
+
+    def pids(self) -> set[int]:
+        """Every live process of these groups."""
+        return group_pids(self._pgids)

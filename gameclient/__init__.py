@@ -6,9 +6,10 @@
   sockets (loadtest/) use it as they are; so does everything below.
 - `gameclient.connection`: one asyncio connection (`websockets`) that reads every frame in
   the background and waits for what a caller asks for: the tests' client.
-- `gameclient.member`: room members that come back by themselves after any close (1012
-  drain, a dead replica, a refused connection) and rejoin their seat with its token: the
-  fleet tests' players and spectators.
+- `gameclient.member`: a room member that comes back by itself after any close (1012
+  drain, a dead replica, a refused connection); `gameclient.player`: its kinds, a
+  spectator and a player who rejoins its seat with its token and plays a script (the
+  fleet tests' players and spectators).
 
 This package imports nothing from the server (`game`, `realtime`, Django), so it runs
 wherever a client runs.

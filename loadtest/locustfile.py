@@ -27,10 +27,12 @@ MAX_FAIL_RATIO) decide the exit code on the master; see loadtest/README.md.
 
 from __future__ import annotations
 
+import functools
 import random
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 import gevent  # type: ignore[import-untyped]
 from locust import User, between, events, tag, task  # type: ignore[import-not-found]
@@ -47,120 +49,120 @@ from loadtest.rooms import GameRoom, RelayRoom, Room, close_quietly
 # One set of churn room codes per worker process: churning sockets meet each other.
 _PROCESS = f"{random.getrandbits(32):08x}"
 CHURN_CODES = [f"{CONFIG.room_prefix}-c-{_PROCESS}-{i}" for i in range(max(CONFIG.churn_rooms, 1))]
+GAME_PAUSE = between(CONFIG.game_pause_min_s, CONFIG.game_pause_max_s)
+CHURN_PAUSE = between(CONFIG.churn_pause_min_s, CONFIG.churn_pause_max_s)
+RELAY_PAUSE = between(CONFIG.relay_pause_min_s, CONFIG.relay_pause_max_s)
+R = TypeVar("R", bound=Room)
 
 
-class MatchUser(User):
+class RoomUser(User, Generic[R]):
+    """A Locust user holding at most one room; its sockets close when the user stops."""
+
+    abstract = True
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.room: R | None = None
+
+    def drop_room(self) -> None:
+        close_quietly(self.room)
+        self.room = None
+
+    def on_stop(self) -> None:
+        close_quietly(self.room, quick=True)
+
+
+U = TypeVar("U", bound=RoomUser[Any])
+
+
+def scenario(
+    tag_name: str, failure_name: str | None, *, keep_room: bool
+) -> Callable[[Callable[[U], None]], Callable[[U], None]]:
+    """The user's one task, tagged `tag_name`. An exception in it is reported (under
+    `failure_name` when a move or relay was refused or never confirmed) rather than
+    raised, and the room is closed and dropped; `keep_room=False`: after every task."""
+
+    def decorate(body: Callable[[U], None]) -> Callable[[U], None]:
+        @functools.wraps(body)
+        def run(user: U) -> None:
+            try:
+                body(user)
+            except Exception as exc:
+                summary.report_scenario_failure(user.room, failure_name, exc)
+                if keep_room:
+                    user.drop_room()
+            finally:
+                if not keep_room:
+                    user.drop_room()
+
+        tagged: Callable[[U], None] = tag(tag_name)(task(run))
+        return tagged
+
+    return decorate
+
+
+class MatchUser(RoomUser[GameRoom]):
     """One game per task: two players, a fresh room, played to the end."""
 
-    weight = CONFIG.match_weight
-    wait_time = between(CONFIG.game_pause_min_s, CONFIG.game_pause_max_s)
+    weight, wait_time = CONFIG.match_weight, GAME_PAUSE
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self.room: GameRoom | None = None
-
-    @tag("match")
-    @task
+    @scenario("match", MOVE, keep_room=False)
     def play_one_game(self) -> None:
-        self.room = GameRoom(self.environment, "m", self.host)
-        try:
-            self.room.seat_players()
-            self.room.play_game()
-        except Exception as exc:
-            summary.report_scenario_failure(self.room, MOVE, exc)
-        finally:
-            self.room.close()
-            self.room = None
-
-    def on_stop(self) -> None:
-        close_quietly(self.room, quick=True)
+        room = self.room = GameRoom(self.environment, "m", self.host)
+        room.seat_players()
+        room.play_game()
 
 
-class FanoutUser(User):
+class FanoutUser(RoomUser[GameRoom]):
     """One room: a playing pair and many spectators, one game after another (rematch)."""
 
-    weight = CONFIG.fanout_weight
-    wait_time = between(CONFIG.game_pause_min_s, CONFIG.game_pause_max_s)
+    weight, wait_time = CONFIG.fanout_weight, GAME_PAUSE
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self.room: GameRoom | None = None
+    def open_room(self) -> GameRoom:
+        room = self.room = GameRoom(self.environment, "f", self.host)
+        room.seat_players()
+        room.open_many("spectator", CONFIG.spectators_per_room)
+        return room
 
-    @tag("fanout")
-    @task
+    @scenario("fanout", MOVE, keep_room=True)
     def play_watched_game(self) -> None:
-        try:
-            if self.room is None:
-                self.room = GameRoom(self.environment, "f", self.host)
-                self.room.seat_players()
-                self.room.open_many("spectator", CONFIG.spectators_per_room)
-            elif self.room.best_state().get("status") != "playing":
-                self.room.rematch()
-            self.room.play_game()
-        except Exception as exc:
-            summary.report_scenario_failure(self.room, MOVE, exc)
-            close_quietly(self.room)
-            self.room = None
-
-    def on_stop(self) -> None:
-        close_quietly(self.room, quick=True)
+        room = self.room
+        if room is None:
+            room = self.open_room()
+        elif room.best_state().get("status") != "playing":
+            room.rematch()
+        room.play_game()
 
 
-class ChurnUser(User):
+class ChurnUser(RoomUser[Room]):
     """Connect, get welcome + state, stay a little, leave; again."""
 
-    weight = CONFIG.churn_weight
-    wait_time = between(CONFIG.churn_pause_min_s, CONFIG.churn_pause_max_s)
+    weight, wait_time = CONFIG.churn_weight, CHURN_PAUSE
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self.room: Room | None = None
-
-    @tag("churn")
-    @task
+    @scenario("churn", None, keep_room=False)
     def visit(self) -> None:
-        self.room = Room(self.environment, "c", self.host, code=random.choice(CHURN_CODES))
-        try:
-            self.room.open("visitor")
-            self.wait_hold()
-        except Exception as exc:
-            summary.report_scenario_failure(self.room, None, exc)
-        finally:
-            self.room.close()
-            self.room = None
+        room = self.room = Room(self.environment, "c", self.host, code=random.choice(CHURN_CODES))
+        room.open("visitor")
+        self.wait_hold()
 
     def wait_hold(self) -> None:
         gevent.sleep(random.uniform(CONFIG.churn_hold_min_s, CONFIG.churn_hold_max_s))
 
-    def on_stop(self) -> None:
-        close_quietly(self.room, quick=True)
 
-
-class RelayUser(User):
+class RelayUser(RoomUser[RelayRoom]):
     """The seed tutorial's relay across replicas: {"data": X} -> {"payload": X}."""
 
-    weight = CONFIG.relay_weight
-    wait_time = between(CONFIG.relay_pause_min_s, CONFIG.relay_pause_max_s)
+    weight, wait_time = CONFIG.relay_weight, RELAY_PAUSE
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self.room: RelayRoom | None = None
+    def open_room(self) -> RelayRoom:
+        room = self.room = RelayRoom(self.environment, "r", self.host)
+        room.open_many("member", max(CONFIG.relay_members, 2))
+        return room
 
-    @tag("relay")
-    @task
+    @scenario("relay", RELAY, keep_room=True)
     def relay(self) -> None:
-        try:
-            if self.room is None:
-                self.room = RelayRoom(self.environment, "r", self.host)
-                self.room.open_many("member", max(CONFIG.relay_members, 2))
-            self.room.relay_once()
-        except Exception as exc:
-            summary.report_scenario_failure(self.room, RELAY, exc)
-            close_quietly(self.room)
-            self.room = None
-
-    def on_stop(self) -> None:
-        close_quietly(self.room, quick=True)
+        room = self.room if self.room is not None else self.open_room()
+        room.relay_once()
 
 
 # --- selection, counters, thresholds -------------------------------------------------

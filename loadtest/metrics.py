@@ -1,9 +1,10 @@
-"""What the scenarios measure: request names, failure kinds, and per-process counters.
+"""What the scenarios measure: request names, failure kinds, the reporter, per-process counters.
 
-Every measurement is a Locust request event (`request_type="WS"`), so the master adds
-them up across workers by itself. Counters that are not requests (connections held,
-deliveries healed by a resync, the 1012 storm's first close and last return) ride on each
-worker's periodic report to the master (`events.report_to_master` / `worker_report`).
+Every measurement is a Locust request event (`request_type="WS"`, fired by a `Reporter`),
+so the master adds them up across workers by itself. Counters that are not requests
+(connections held, deliveries healed by a resync, the 1012 storm's first close and last
+return) ride on each worker's periodic report to the master (`events.report_to_master` /
+`worker_report`).
 """
 
 from __future__ import annotations
@@ -58,6 +59,32 @@ class ConnectFailed(Exception):
 
 class NotBack(Exception):
     """After a 1012 the client did not get back within the reconnect deadline."""
+
+
+class Reporter:
+    """Fires Locust request events with real timings and a context for each measurement."""
+
+    def __init__(self, environment: Any, **context: Any) -> None:
+        self.environment = environment
+        self.context = context
+
+    def success(self, name: str, ms: float, length: int = 0, **context: Any) -> None:
+        self._fire(name, ms, length, None, context)
+
+    def failure(self, name: str, ms: float, exc: Exception, **context: Any) -> None:
+        self._fire(name, ms, 0, exc, context)
+
+    def _fire(
+        self, name: str, ms: float, length: int, exc: Exception | None, context: dict[str, Any]
+    ) -> None:
+        self.environment.events.request.fire(
+            request_type=REQUEST_TYPE,
+            name=name,
+            response_time=ms,
+            response_length=length,
+            exception=exc,
+            context={**self.context, **context},
+        )
 
 
 def is_loss(error: str) -> bool:

@@ -36,10 +36,10 @@ from .metrics import (
     BACK_AFTER_1012,
     COUNTERS,
     DISCONNECT,
-    REQUEST_TYPE,
     SERVER_ERROR,
     ConnectFailed,
     NotBack,
+    Reporter,
     UnexpectedClose,
     UnexpectedError,
 )
@@ -57,34 +57,6 @@ def ws_base(host: str | None) -> str:
     elif "://" not in base:
         base = "ws://" + base
     return base
-
-
-class Reporter:
-    """Fires Locust request events with real timings and a context for each measurement."""
-
-    def __init__(self, environment: Any, **context: Any) -> None:
-        self.environment = environment
-        self.context = context
-
-    def success(self, name: str, ms: float, length: int = 0, **context: Any) -> None:
-        self.environment.events.request.fire(
-            request_type=REQUEST_TYPE,
-            name=name,
-            response_time=ms,
-            response_length=length,
-            exception=None,
-            context={**self.context, **context},
-        )
-
-    def failure(self, name: str, ms: float, exc: Exception, **context: Any) -> None:
-        self.environment.events.request.fire(
-            request_type=REQUEST_TYPE,
-            name=name,
-            response_time=ms,
-            response_length=0,
-            exception=exc,
-            context={**self.context, **context},
-        )
 
 
 # (socket, frame, perf_counter when read, epoch of the connection it came over) -> handled?

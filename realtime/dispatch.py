@@ -28,6 +28,8 @@ from channels.consumer import get_handler_name
 from channels.exceptions import StopConsumer
 from channels.layers import get_channel_layer
 
+from .waiters import wake_first
+
 Source = Callable[[], Awaitable[dict[str, Any]]]
 
 
@@ -72,11 +74,7 @@ class _Mailbox:
         return item
 
     def _wake_putter(self) -> None:
-        while self._putters:
-            waiter = self._putters.pop(0)
-            if not waiter.done():
-                waiter.set_result(None)
-                return
+        wake_first(self._putters)
 
 
 class LeanDispatchMixin:

@@ -1,7 +1,7 @@
 """Prometheus metrics of a web replica (`GET /metrics`).
 
 One gunicorn worker per replica (pod) is the supported shape, so the default
-registry is the replica's. The layer's own metrics live in layer/rabbitmq.py.
+registry is the replica's. The layer's own metrics live in layer/metrics.py.
 """
 
 from __future__ import annotations

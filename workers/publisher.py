@@ -53,7 +53,7 @@ class JobPublisher:
         task = self._ready.get(loop)
         if task is None or (task.done() and task.exception() is not None):
             # The connection outlives the request that first publishes: keep it
-            # out of that request's context (see layer.rabbitmq._Node._own_task).
+            # out of that request's context (see layer.node.Node._own_task).
             task = self._ready[loop] = loop.create_task(
                 self._open(loop), context=contextvars.Context()
             )

@@ -28,7 +28,8 @@ import pytest
 
 from devtools.fleet import Fleet
 from gameclient.codec import Frame
-from gameclient.member import Member, Player, Spectator, wait_until
+from gameclient.member import Member, wait_until
+from gameclient.player import Player, Spectator
 from tests.support.broker import broker_ready, broker_stopped
 
 pytestmark = [pytest.mark.e2e, pytest.mark.fleet]

@@ -20,7 +20,8 @@ import pytest
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import ClientConnection, connect
 
-from devtools.fleet import Fleet, Status
+from devtools.fleet import Fleet
+from devtools.fleet_cli import Status
 from devtools.processes import Child, free_port, http_status, pid_alive
 
 pytestmark = [pytest.mark.e2e, pytest.mark.fleet]

@@ -8,7 +8,8 @@ import sys
 from collections.abc import Mapping
 from pathlib import Path
 
-from devtools.processes import ROOT, Child, ProcessError, free_port, wait_http
+from devtools.fleet import Replica
+from devtools.processes import ROOT, ProcessError, free_port, wait_http
 
 
 class UvicornServer:
@@ -40,7 +41,7 @@ class UvicornServer:
             **env,
         }
         log_path = (log_dir or Path("/tmp")) / f"uvicorn-{name}-{self.port}.log"
-        self.child = Child(name=name, log_path=log_path)
+        self.child = Replica(name=name, log_path=log_path, port=self.port)
 
     @property
     def log_path(self) -> Path:
@@ -52,11 +53,11 @@ class UvicornServer:
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return self.child.url
 
     @property
     def ws_url(self) -> str:
-        return f"ws://127.0.0.1:{self.port}"
+        return self.child.ws_url
 
     def migrate(self) -> None:
         subprocess.run(

@@ -1,0 +1,400 @@
+"""One process's (one event loop's) side of the RabbitMQ layer: its connection, queue and
+bindings, publishing, and delivery to the local channels. The guarantees are in
+layer/rabbitmq.py's docstring; `RabbitMQChannelLayer` there is the Channels API over this."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import contextvars
+import logging
+import os
+import socket
+import time
+import uuid
+from collections import deque
+from collections.abc import Awaitable, Callable, Coroutine
+from typing import TYPE_CHECKING, Any, TypeVar
+
+import aio_pika
+import aiormq
+import msgpack
+from aio_pika.abc import (
+    AbstractChannel,
+    AbstractExchange,
+    AbstractQueue,
+    AbstractRobustConnection,
+)
+from channels.exceptions import ChannelFull
+
+from .inbox import Inbox
+from .metrics import DROPPED, PUBLISH_SECONDS, PUBLISHED, RECEIVED, RECONNECTS
+
+if TYPE_CHECKING:
+    from .rabbitmq import RabbitMQChannelLayer
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+# Errors that mean "the broker is not there right now".
+BROKER_DOWN = (
+    aio_pika.exceptions.AMQPConnectionError,
+    aio_pika.exceptions.ChannelInvalidStateError,
+    aiormq.exceptions.AMQPError,
+    ConnectionError,
+    OSError,
+    RuntimeError,
+)
+
+
+class LayerUnavailable(ChannelFull):  # type: ignore[misc]
+    """The broker did not come back within `publish_timeout`."""
+
+
+class Node:
+    """Everything one event loop's share of the layer owns: connection, queue, inboxes."""
+
+    def __init__(self, layer: RabbitMQChannelLayer, loop: asyncio.AbstractEventLoop) -> None:
+        self.layer = layer
+        self.loop = loop
+        host = socket.gethostname()[:24].replace("!", "")
+        self.queue_name = f"{layer.prefix}.{host}.{os.getpid()}.{uuid.uuid4().hex[:8]}"
+        self.inboxes: dict[str, Inbox] = {}
+        self.members: dict[str, set[str]] = {}  # group -> local channels
+        self.bound: set[str] = set()  # groups bound on the broker
+        self.group_locks: dict[str, asyncio.Lock] = {}
+        self.connection: AbstractRobustConnection | None = None
+        self.channel: AbstractChannel | None = None
+        self.exchange: AbstractExchange | None = None
+        self.queue: AbstractQueue | None = None
+        # The AMQP channel under `channel` while it is open and restored (None
+        # while the connection is down or restoring): the hot path publishes on it.
+        self.underlay: aiormq.Channel | None = None
+        self._sent = 0  # numbers the messages (AMQP message_id)
+        self._started: asyncio.Task[None] | None = None
+        self._sweeper: asyncio.Task[None] | None = None
+        self._background: set[asyncio.Task[Any]] = set()
+
+    # --- connection -----------------------------------------------------------
+
+    def started(self) -> asyncio.Future[None]:
+        if self._started is None or (self._started.done() and self._started.exception()):
+            self._started = self._own_task(self._start())
+        return self._started
+
+    def _own_task(self, work: Coroutine[Any, Any, T]) -> asyncio.Task[T]:
+        """A long-lived task of the layer, in a context of its own.
+
+        Whoever first uses the layer may run inside a request's context (Django
+        calls an async view through async_to_sync when a middleware is sync), and
+        that context's thread executor is gone once the request ends. The broker
+        connection, the sweeper and the reconnect listeners outlive every request,
+        so none of them may inherit it: their sync_to_async calls would fail.
+        """
+        return self.loop.create_task(work, context=contextvars.Context())
+
+    async def _start(self) -> None:
+        delay = 0.2
+        while True:
+            try:
+                await self._connect()
+                break
+            except BROKER_DOWN as exc:
+                log.warning("layer: broker unreachable (%s); retrying in %.1fs", exc, delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
+        self._sweeper = self._own_task(self._sweep_forever())
+
+    async def _connect(self) -> None:
+        layer = self.layer
+        connection = await aio_pika.connect_robust(
+            layer.url,
+            client_properties={"connection_name": self.queue_name},
+            reconnect_interval=layer.reconnect_interval,
+            # A hung broker (not a closed socket) is noticed after two missed beats.
+            heartbeat=layer.heartbeat,
+        )
+        connection.reconnect_callbacks.add(self._on_reconnect)
+        channel = await connection.channel(publisher_confirms=True)
+        exchange = await channel.declare_exchange(
+            layer.group_exchange, aio_pika.ExchangeType.DIRECT, durable=True
+        )
+        queue = await channel.declare_queue(
+            self.queue_name,
+            exclusive=True,
+            auto_delete=True,
+            arguments={
+                "x-max-length": layer.queue_max_length,
+                "x-overflow": "drop-head",
+                "x-message-ttl": int(layer.expiry * 1000),
+            },
+        )
+        self.connection, self.channel, self.exchange, self.queue = (
+            connection,
+            channel,
+            exchange,
+            queue,
+        )
+        connection.close_callbacks.add(self._on_connection_lost)
+        # aio-pika calls this after every reopen of the channel (a broker restart,
+        # or a channel-level error), once the queue and its bindings are restored.
+        channel.reopen_callbacks.add(self._on_reopen)
+        await self._on_reopen(channel)
+
+    async def _on_reopen(self, channel: Any) -> None:
+        """Consume on the (new) AMQP channel and publish on it from now on.
+
+        Deliveries are taken straight from aiormq, without aio-pika's per-message
+        IncomingMessage (about a sixth of the layer's CPU per delivery), so this
+        consumer is ours to restore: it is, here, on every reopen.
+        """
+        try:
+            underlay = await channel.get_underlay_channel()
+            assert isinstance(underlay, aiormq.Channel)
+            await underlay.basic_consume(self.queue_name, self._on_message, no_ack=True)
+        except Exception:
+            # aio-pika swallows a reopen callback's error: say it. The channel is
+            # broken if this fails, so its next reopen calls us again.
+            log.exception("layer: could not consume %s after a reopen", self.queue_name)
+            raise
+        self.underlay = underlay
+
+    def _on_connection_lost(self, *_: Any) -> None:
+        self.underlay = None  # publishes take the slow path until the restore is done
+
+    def _on_reconnect(self, *_: Any) -> None:
+        RECONNECTS.inc()
+        log.warning("layer: reconnected to the broker; queue and bindings restored")
+        for listener in self.layer.reconnect_listeners:
+            task = self._own_task(self._listen(listener))
+            self._background.add(task)
+            task.add_done_callback(self._background.discard)
+
+    @staticmethod
+    async def _listen(listener: Callable[[], Coroutine[Any, Any, None]]) -> None:
+        try:
+            await listener()
+        except Exception:
+            log.exception("layer: reconnect listener %s failed", listener)
+
+    async def close(self) -> None:
+        if self._started is not None and not self._started.done():
+            # Let a connection attempt finish rather than cancel aiormq mid-handshake.
+            with contextlib.suppress(BaseException):
+                await asyncio.wait_for(asyncio.shield(self._started), 10)
+        for task in (self._sweeper, self._started, *self._background):
+            if task is not None and not task.done():
+                task.cancel()
+                with contextlib.suppress(BaseException):
+                    await task
+        if self.connection is not None:
+            await self.connection.close()
+
+    # --- shielded work --------------------------------------------------------
+
+    async def shielded(self, work: Callable[[], Awaitable[T]]) -> T:
+        """Run `work` in its own task: a cancelled caller does not cancel it."""
+        task: asyncio.Task[T] = self.loop.create_task(work())  # type: ignore[arg-type]
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+        return await asyncio.shield(task)
+
+    async def publish(self, kind: str, routing_key: str, body: bytes, *, to_group: bool) -> None:
+        try:
+            await self._publish(kind, routing_key, body, to_group=to_group)
+        except LayerUnavailable:
+            DROPPED.labels("unavailable").inc()
+            raise
+
+    async def _publish(self, kind: str, routing_key: str, body: bytes, *, to_group: bool) -> None:
+        exchange = self.layer.group_exchange if to_group else ""
+        underlay = self.underlay
+        if underlay is not None and not underlay.is_closed:
+            # Hot path: straight onto the open AMQP channel, in the caller's task.
+            # aiormq's basic_publish is cancellation-safe on its own (a publish
+            # cancelled before it is written is rolled back; after, it stands).
+            try:
+                await self._send(underlay, kind, exchange, routing_key, body)
+                return
+            except BROKER_DOWN:
+                pass  # the connection went away under us: wait for it below
+
+        async def when_back() -> None:
+            await self.started()
+            await self._retry(
+                lambda: self._send(self._live_underlay(), kind, exchange, routing_key, body)
+            )
+
+        await self.shielded(when_back)
+
+    def _live_underlay(self) -> aiormq.Channel:
+        """The open, restored AMQP channel. `underlay` is set only once the queue and
+        its bindings are restored after a reopen, so a publish made between a
+        reconnect and the restore is not routed nowhere: it waits."""
+        underlay = self.underlay
+        if underlay is None or underlay.is_closed:
+            raise aio_pika.exceptions.ChannelInvalidStateError("the channel is being restored")
+        return underlay
+
+    async def _send(
+        self, underlay: aiormq.Channel, kind: str, exchange: str, routing_key: str, body: bytes
+    ) -> None:
+        self._sent += 1
+        begun = time.perf_counter()
+        try:
+            await underlay.basic_publish(
+                body,
+                exchange=exchange,
+                routing_key=routing_key,
+                properties=aiormq.spec.Basic.Properties(
+                    delivery_mode=1, message_id=str(self._sent)
+                ),
+                timeout=self.layer.publish_timeout,
+                wait=False,  # the confirm awaited here implies the frame was written
+            )
+        except TimeoutError as exc:  # no confirm within publish_timeout: a hung broker
+            raise LayerUnavailable(f"broker unavailable: no confirm in time ({exc})") from exc
+        PUBLISH_SECONDS.observe(time.perf_counter() - begun)
+        PUBLISHED.labels(kind).inc()
+
+    async def reconcile(self, group: str) -> None:
+        """Make the broker binding for `group` match whether we have local members."""
+
+        async def attempt() -> None:
+            await self.started()
+            lock = self.group_locks.setdefault(group, asyncio.Lock())
+            async with lock:
+                wanted = bool(self.members.get(group))
+                queue, exchange = self.queue, self.exchange
+                assert queue is not None
+                assert exchange is not None
+                if wanted and group not in self.bound:
+                    await self._retry(lambda: queue.bind(exchange, group))
+                    self.bound.add(group)
+                elif not wanted and group in self.bound:
+                    await self._retry(lambda: queue.unbind(exchange, group))
+                    self.bound.discard(group)
+                if not wanted:
+                    self.group_locks.pop(group, None)
+
+        await self.shielded(attempt)
+
+    async def _retry(self, call: Callable[[], Awaitable[Any]]) -> None:
+        deadline = self.loop.time() + self.layer.publish_timeout
+        while True:
+            try:
+                await call()
+                return
+            except BROKER_DOWN as exc:
+                if self.loop.time() >= deadline:
+                    raise LayerUnavailable(f"broker unavailable: {exc}") from exc
+                await asyncio.sleep(0.2)
+
+    # --- delivery -------------------------------------------------------------
+
+    async def _on_message(self, message: aiormq.abc.DeliveredMessage) -> None:
+        RECEIVED.inc()
+        try:
+            target, payload = msgpack.unpackb(message.body)
+        except Exception:
+            DROPPED.labels("undecodable").inc()
+            return
+        if "!" in target:
+            self.deliver(target, payload)
+        else:
+            for channel in tuple(self.members.get(target, ())):
+                self.deliver(channel, payload)
+
+    def deliver(self, channel: str, payload: dict[str, Any]) -> None:
+        inbox = self.inboxes.get(channel)
+        if inbox is None:  # every message on our queue is for a channel of ours
+            inbox = self.inboxes[channel] = Inbox()
+        messages = inbox.messages
+        if messages is None:
+            messages = inbox.messages = deque()
+        elif len(messages) >= self.layer.get_capacity(channel):
+            DROPPED.labels("full").inc()
+            return
+        messages.append((time.monotonic(), payload))
+        waiter = inbox.waiter
+        if waiter is not None:
+            if isinstance(waiter, list):
+                inbox.wake_one()
+            elif not waiter.done():
+                waiter.set_result(None)
+
+    async def receive(self, channel: str) -> dict[str, Any]:
+        """The next message of `channel`. Several receivers may wait on one channel:
+        each message goes to one of them, and a receiver cancelled after it was woken
+        passes its wake-up on, so no message is left buffered while another waits."""
+        inbox = self.inboxes.get(channel)
+        if inbox is None:
+            inbox = self.inboxes[channel] = Inbox()
+        expiry = self.layer.expiry
+        while True:
+            now = inbox.touched = time.monotonic()
+            messages = inbox.messages
+            while messages:
+                stamp, payload = messages.popleft()
+                if now - stamp > expiry:
+                    DROPPED.labels("expired").inc()
+                    continue
+                if not messages:
+                    inbox.messages = None  # an idle channel holds no buffer
+                return payload
+            if messages is not None:
+                inbox.messages = None  # emptied by expiry
+            waiter = self.loop.create_future()
+            if inbox.waiter is None:
+                inbox.waiter = waiter  # the usual case: the only receiver
+            else:
+                inbox.add_waiter(waiter)
+            try:
+                await waiter
+            except BaseException:
+                inbox.remove_waiter(waiter)
+                inbox.touched = time.monotonic()
+                if inbox.messages and inbox.waiter is not None:
+                    inbox.wake_one()  # woken, then cancelled: another takes the message
+                raise
+            if inbox.waiter is waiter:
+                inbox.waiter = None
+            else:
+                inbox.remove_waiter(waiter)
+
+    async def _sweep_forever(self) -> None:
+        while True:
+            await asyncio.sleep(max(1.0, self.layer.expiry / 4))
+            await self.sweep(time.monotonic() - self.layer.expiry)
+
+    async def sweep(self, cutoff: float) -> None:
+        """Forget the channels nobody has read since `cutoff` (their consumer is gone).
+
+        A channel with any receiver waiting on it is in use, however long it waits.
+        """
+        stale = [
+            name
+            for name, inbox in self.inboxes.items()
+            if inbox.waiter is None and inbox.touched < cutoff
+        ]
+        for name in stale:
+            inbox = self.inboxes.get(name)
+            # discard() below yields: a receiver may have come back to this channel since.
+            if inbox is None or inbox.waiter is not None or inbox.touched >= cutoff:
+                continue
+            del self.inboxes[name]
+            DROPPED.labels("expired").inc(len(inbox.messages or ()))
+            for group in tuple(inbox.groups):
+                await self.discard(group, name)
+
+    async def discard(self, group: str, channel: str) -> None:
+        members = self.members.get(group)
+        if members is not None:
+            members.discard(channel)
+            if not members:
+                del self.members[group]
+        inbox = self.inboxes.get(channel)
+        if inbox is not None:
+            inbox.groups.discard(group)
+        await self.reconcile(group)
