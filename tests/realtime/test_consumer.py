@@ -12,27 +12,18 @@ from __future__ import annotations
 import asyncio
 import itertools
 import json
-from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
-from asgiref.sync import sync_to_async
 from channels.db import database_sync_to_async
-from channels.layers import get_channel_layer
 from django.conf import settings as django_settings
-from django.db import connections
 from django.test import AsyncClient
 from django.test import Client as HttpClient
 
-from config.asgi import application
-from game import jobs
 from game.models import Room
-from game.play import close_store
 from gameclient.codec import Frame
-from realtime import groups
 from realtime.replica import replica_name
 from tests.support.ws import Client, Sockets, strict_json
-from workers.runtime import Worker
 
 # available_apps: the flush after each test empties only these apps' tables and
 # skips re-creating content types and permissions (nothing here uses them), most
@@ -50,41 +41,6 @@ ROOM = "room1"
 EMPTY_BOARD: list[str | None] = [None] * 9
 X_WINS_TOP_ROW = [0, 3, 1, 4, 2]  # X: 0 1 2, O: 3 4
 DRAW = [0, 1, 2, 4, 3, 5, 7, 6, 8]  # X O X / X O O / O X X
-
-
-@pytest.fixture
-async def ws(transactional_db: None) -> AsyncIterator[Sockets]:
-    """Opens connections to the real application; every one is closed afterwards.
-
-    With RABBITMQ_URL set (`make test-rabbitmq`) jobs go to the broker, so a real
-    worker (workers.runtime.Worker with the game's handlers) consumes them here.
-    """
-    sockets = Sockets(application)
-    stop = asyncio.Event()
-    worker = None
-    if django_settings.RABBITMQ_URL:
-        runner = Worker(django_settings.RABBITMQ_URL, jobs.HANDLERS, retry_delays=(0.2,))
-        worker = asyncio.create_task(runner.run(stop))
-    try:
-        yield sockets
-    finally:
-        # a computer move still thinking, a presence broadcast: none outlives the test
-        pending = [*jobs._local, *groups.presence_pending()]
-        if pending:
-            await asyncio.wait(pending, timeout=5)
-        await sockets.close_all()
-        await close_store()  # the PostgreSQL pool of this test's event loop
-        if worker is not None:
-            stop.set()
-            await worker
-            await jobs.publisher().close()
-        layer = get_channel_layer()
-        if hasattr(layer, "close"):  # the RabbitMQ layer (RABBITMQ_URL set): its connection
-            await layer.close()
-        # The consumer's database thread keeps its connection (channels' test
-        # communicator turns close_old_connections off); close it there, or
-        # PostgreSQL cannot drop the test database at the end of the session.
-        await sync_to_async(connections.close_all)()
 
 
 @pytest.fixture

@@ -14,18 +14,10 @@ as a client on the wire sees it.
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import AsyncIterator
-
 import pytest
-from asgiref.sync import sync_to_async
 from django.conf import settings
-from django.db import connections
 
-from config.asgi import application
 from game.models import Connection, Room
-from game.play import close_store
-from realtime import groups
 from tests.support.ws import Sockets
 
 pytestmark = [
@@ -67,21 +59,6 @@ ACCEPTED: dict[str, bytes] = {
     "allowed IPv4 host": b"http://127.0.0.1:8000",
     "allowed IPv6 host": b"http://[::1]:8000",
 }
-
-
-@pytest.fixture
-async def ws(transactional_db: None) -> AsyncIterator[Sockets]:
-    """Connections to the real application; every one is closed afterwards."""
-    sockets = Sockets(application)
-    try:
-        yield sockets
-    finally:
-        pending = groups.presence_pending()
-        if pending:
-            await asyncio.wait(pending, timeout=5)
-        await sockets.close_all()
-        await close_store()  # the PostgreSQL pool of this test's event loop
-        await sync_to_async(connections.close_all)()
 
 
 async def rows() -> tuple[int, int]:

@@ -15,21 +15,13 @@ thread, hence transactional tests.
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
-from asgiref.sync import sync_to_async
-from django.db import connections
 from django.db.models import Q
 
-from config.asgi import application
-from game import jobs
 from game.models import MatchTicket, Room
-from game.play import close_store
 from gameclient.codec import Frame
-from realtime import groups
 from tests.support.ws import Client, Sockets
 
 pytestmark = [
@@ -42,21 +34,6 @@ LOBBY = "lobby"  # the room the page asks for quick match on
 # unless the frame never comes.
 MATCH_WITHIN = 5.0
 QUICK_MATCH_FRAMES = ("matching", "matched", "error")
-
-
-@pytest.fixture
-async def ws(transactional_db: None) -> AsyncIterator[Sockets]:
-    """Connections to the real application; every one is closed afterwards."""
-    sockets = Sockets(application)
-    try:
-        yield sockets
-    finally:
-        pending = [*jobs._local, *groups.presence_pending()]
-        if pending:
-            await asyncio.wait(pending, timeout=5)
-        await sockets.close_all()
-        await close_store()  # the PostgreSQL pool of this test's event loop
-        await sync_to_async(connections.close_all)()
 
 
 @pytest.fixture
