@@ -1,5 +1,5 @@
 """Child processes, one way, for everything that starts the product on this machine: the
-local fleet (devtools/fleet.py), the tests' replicas and workers, the benchmark and the
+local fleet (devtools/fleet/), the tests' replicas and workers, the benchmark and the
 load test's launcher. Standard library only (the Locust venv imports it too).
 
 Every child leads its own process group (so a gunicorn master and its workers, or a

@@ -8,6 +8,8 @@ import time
 from collections import deque
 from typing import Any
 
+from .metrics import DROPPED
+
 
 class Inbox:
     """Buffered messages of one local channel, and the receivers waiting on it.
@@ -63,3 +65,55 @@ class Inbox:
                     return
         elif current is not None and not current.done():
             current.set_result(None)
+
+    def put(self, payload: dict[str, Any], capacity: int) -> None:
+        """Buffer a message and wake a receiver; past `capacity` the message is dropped."""
+        messages = self.messages
+        if messages is None:
+            messages = self.messages = deque()
+        elif len(messages) >= capacity:
+            DROPPED.labels("full").inc()
+            return
+        messages.append((time.monotonic(), payload))
+        waiter = self.waiter
+        if waiter is not None:
+            if isinstance(waiter, list):
+                self.wake_one()
+            elif not waiter.done():
+                waiter.set_result(None)
+
+    async def get(self, expiry: float, loop: asyncio.AbstractEventLoop) -> dict[str, Any]:
+        """The next message not older than `expiry` seconds. Several receivers may wait on
+        one channel: each message goes to one of them, and a receiver cancelled after it
+        was woken passes its wake-up on, so no message is left buffered while another
+        waits."""
+        while True:
+            now = self.touched = time.monotonic()
+            messages = self.messages
+            while messages:
+                stamp, payload = messages.popleft()
+                if now - stamp > expiry:
+                    DROPPED.labels("expired").inc()
+                    continue
+                if not messages:
+                    self.messages = None  # an idle channel holds no buffer
+                return payload
+            if messages is not None:
+                self.messages = None  # emptied by expiry
+            waiter = loop.create_future()
+            if self.waiter is None:
+                self.waiter = waiter  # the usual case: the only receiver
+            else:
+                self.add_waiter(waiter)
+            try:
+                await waiter
+            except BaseException:
+                self.remove_waiter(waiter)
+                self.touched = time.monotonic()
+                if self.messages and self.waiter is not None:
+                    self.wake_one()  # woken, then cancelled: another takes the message
+                raise
+            if self.waiter is waiter:
+                self.waiter = None
+            else:
+                self.remove_waiter(waiter)

@@ -12,9 +12,8 @@ import os
 import socket
 import time
 import uuid
-from collections import deque
 from collections.abc import Awaitable, Callable, Coroutine
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 import aio_pika
 import aiormq
@@ -29,9 +28,6 @@ from channels.exceptions import ChannelFull
 
 from .inbox import Inbox
 from .metrics import DROPPED, PUBLISH_SECONDS, PUBLISHED, RECEIVED, RECONNECTS
-
-if TYPE_CHECKING:
-    from .rabbitmq import RabbitMQChannelLayer
 
 log = logging.getLogger(__name__)
 
@@ -52,10 +48,26 @@ class LayerUnavailable(ChannelFull):  # type: ignore[misc]
     """The broker did not come back within `publish_timeout`."""
 
 
+class LayerSettings(Protocol):
+    """What a node reads of its layer (RabbitMQChannelLayer in layer/rabbitmq.py)."""
+
+    url: str
+    prefix: str
+    group_exchange: str
+    publish_timeout: float
+    reconnect_interval: float
+    heartbeat: int
+    queue_max_length: int
+    expiry: float
+    reconnect_listeners: list[Callable[[], Coroutine[Any, Any, None]]]
+
+    def get_capacity(self, channel: str) -> int: ...
+
+
 class Node:
     """Everything one event loop's share of the layer owns: connection, queue, inboxes."""
 
-    def __init__(self, layer: RabbitMQChannelLayer, loop: asyncio.AbstractEventLoop) -> None:
+    def __init__(self, layer: LayerSettings, loop: asyncio.AbstractEventLoop) -> None:
         self.layer = layer
         self.loop = loop
         host = socket.gethostname()[:24].replace("!", "")
@@ -310,58 +322,14 @@ class Node:
         inbox = self.inboxes.get(channel)
         if inbox is None:  # every message on our queue is for a channel of ours
             inbox = self.inboxes[channel] = Inbox()
-        messages = inbox.messages
-        if messages is None:
-            messages = inbox.messages = deque()
-        elif len(messages) >= self.layer.get_capacity(channel):
-            DROPPED.labels("full").inc()
-            return
-        messages.append((time.monotonic(), payload))
-        waiter = inbox.waiter
-        if waiter is not None:
-            if isinstance(waiter, list):
-                inbox.wake_one()
-            elif not waiter.done():
-                waiter.set_result(None)
+        inbox.put(payload, self.layer.get_capacity(channel))
 
     async def receive(self, channel: str) -> dict[str, Any]:
-        """The next message of `channel`. Several receivers may wait on one channel:
-        each message goes to one of them, and a receiver cancelled after it was woken
-        passes its wake-up on, so no message is left buffered while another waits."""
+        """The next message of `channel` (Inbox.get: several receivers may wait)."""
         inbox = self.inboxes.get(channel)
         if inbox is None:
             inbox = self.inboxes[channel] = Inbox()
-        expiry = self.layer.expiry
-        while True:
-            now = inbox.touched = time.monotonic()
-            messages = inbox.messages
-            while messages:
-                stamp, payload = messages.popleft()
-                if now - stamp > expiry:
-                    DROPPED.labels("expired").inc()
-                    continue
-                if not messages:
-                    inbox.messages = None  # an idle channel holds no buffer
-                return payload
-            if messages is not None:
-                inbox.messages = None  # emptied by expiry
-            waiter = self.loop.create_future()
-            if inbox.waiter is None:
-                inbox.waiter = waiter  # the usual case: the only receiver
-            else:
-                inbox.add_waiter(waiter)
-            try:
-                await waiter
-            except BaseException:
-                inbox.remove_waiter(waiter)
-                inbox.touched = time.monotonic()
-                if inbox.messages and inbox.waiter is not None:
-                    inbox.wake_one()  # woken, then cancelled: another takes the message
-                raise
-            if inbox.waiter is waiter:
-                inbox.waiter = None
-            else:
-                inbox.remove_waiter(waiter)
+        return await inbox.get(self.layer.expiry, self.loop)
 
     async def _sweep_forever(self) -> None:
         while True:

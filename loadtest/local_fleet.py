@@ -15,7 +15,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from devtools.fleet_cli import Status
+from devtools.fleet.cli import Status
 from devtools.processes import free_port, http_status, port_free
 
 from .local_procs import ROOT, Proc, RunError

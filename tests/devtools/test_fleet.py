@@ -1,6 +1,6 @@
 """The fleet under fire: whole games through HAProxy while replicas drain, die and the
-broker restarts. Real gunicorn replicas (devtools/fleet.py), PostgreSQL, RabbitMQ and
-well-behaved clients (tests/support/player.py) that reconnect after any close.
+broker restarts. Real gunicorn replicas (devtools/fleet/), PostgreSQL, RabbitMQ and
+well-behaved clients (gameclient/player.py) that reconnect after any close.
 
 Needs Debian's haproxy, PostgreSQL on 127.0.0.1:5432 (a throwaway database per test)
 and RabbitMQ on 127.0.0.1:5672 (the broker test stops and restarts its application).

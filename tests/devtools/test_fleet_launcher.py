@@ -1,4 +1,4 @@
-"""devtools/fleet.py: real gunicorn replicas behind a real HAProxy, on PostgreSQL and RabbitMQ.
+"""devtools/fleet/: real gunicorn replicas behind a real HAProxy, on PostgreSQL and RabbitMQ.
 
 Needs Debian's haproxy, PostgreSQL on 127.0.0.1:5432 (a throwaway database per test)
 and RabbitMQ on 127.0.0.1:5672.
@@ -21,7 +21,7 @@ from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import ClientConnection, connect
 
 from devtools.fleet import Fleet
-from devtools.fleet_cli import Status
+from devtools.fleet.cli import Status
 from devtools.processes import Child, free_port, http_status, pid_alive
 
 pytestmark = [pytest.mark.e2e, pytest.mark.fleet]

@@ -16,7 +16,7 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
-from .fleet import (
+from .launcher import (
     DEFAULT_DATABASE_URL,
     DEFAULT_LOG_DIR,
     DEFAULT_RABBITMQ_URL,

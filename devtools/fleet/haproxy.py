@@ -1,4 +1,4 @@
-"""HAProxy in front of the local fleet: its binary, its config (devtools/haproxy.cfg.tmpl)
+"""HAProxy in front of the local fleet: its binary, its config (haproxy.cfg.tmpl beside it)
 and its runtime API (the stats socket: what it thinks of each replica)."""
 
 from __future__ import annotations

@@ -2,7 +2,7 @@
 
     python -m devtools.fleet --replicas 3 --port 8000 [--workers K --worker-command NAME]
 
-(the command line is devtools/fleet_cli.py; HAProxy's config and runtime API devtools/haproxy.py)
+(the command line is cli.py here; HAProxy's config and runtime API haproxy.py)
 
 As a library (the end-to-end tests)::
 
@@ -31,9 +31,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 
-from . import haproxy as balancer
-from .databases import create_database, redact
-from .processes import (
+from ..databases import create_database, redact
+from ..processes import (
     ROOT,
     Child,
     Groups,
@@ -42,6 +41,7 @@ from .processes import (
     port_free,
     wait_http,
 )
+from . import haproxy as balancer
 
 log = logging.getLogger("devtools.fleet")
 
@@ -389,9 +389,3 @@ class Fleet:
     def _lb_command(self, command: str) -> str:
         """One HAProxy runtime API command; '' when HAProxy is not running."""
         return balancer.command(self.stats_socket, command) if self.haproxy.alive else ""
-
-
-if __name__ == "__main__":
-    from devtools.fleet_cli import main
-
-    sys.exit(main())
