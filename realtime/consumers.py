@@ -143,7 +143,23 @@ class GameRoom(LeanDispatchMixin, AsyncWebsocketConsumer):  # type: ignore[misc]
         if not self.closed:
             self.closed = True
             metrics.CLOSES.labels(str(code)).inc()
-            await self.close(code=code)
+            try:
+                await self.close(code=code)
+            except OSError:  # the client went first: nobody to tell
+                metrics.CLIENT_GONE.inc()
+
+    async def send(
+        self, text_data: str | None = None, bytes_data: bytes | None = None, close: bool = False
+    ) -> None:
+        """A frame to the client. A client that went away while we answered (ASGI servers
+        raise an OSError for a send on a closed connection) is an ordinary disconnect,
+        not our error: its `websocket.disconnect` follows and cleans up."""
+        try:
+            await super().send(text_data=text_data, bytes_data=bytes_data, close=close)
+        except OSError:
+            if not self.closed:
+                self.closed = True
+                metrics.CLIENT_GONE.inc()
 
     async def drain_close(self) -> None:
         """Close with 1012 once the message being handled (if any) is done."""

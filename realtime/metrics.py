@@ -14,6 +14,9 @@ MESSAGES_IN = Counter("tictac_ws_messages_in_total", "Client frames received", [
 MESSAGES_OUT = Counter("tictac_ws_messages_out_total", "Frames sent to clients", ["type"])
 ERRORS = Counter("tictac_ws_errors_total", "error frames sent, by code", ["code"])
 CLOSES = Counter("tictac_ws_server_closes_total", "Sockets closed by the server", ["code"])
+CLIENT_GONE = Counter(
+    "tictac_ws_client_gone_total", "Frames not sent because the client had closed its end"
+)
 GROUP_SEND_SECONDS = Histogram(
     "tictac_group_send_seconds",
     "Latency of group_send to a room",

@@ -7,6 +7,7 @@ types); game-dependent checks and their order live in the services.
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass
 from typing import Any, Literal, TypedDict
 
@@ -153,12 +154,25 @@ def _no_constants(name: str) -> None:
     raise ValueError(f"{name} is not JSON")
 
 
+class _NotFinite(ValueError):
+    """A number beyond a double (1e999): JSON syntax, but no value anyone can send back."""
+
+
+def _finite(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise _NotFinite(text)
+    return value
+
+
 def parse(text: str) -> ClientMessage:
     """Turn one text frame into a client message, or raise GameError."""
     if _too_deep(text):
         raise GameError("bad_json", f"JSON nested deeper than {MAX_DEPTH} levels.")
     try:
-        obj = json.loads(text, parse_constant=_no_constants)
+        obj = json.loads(text, parse_constant=_no_constants, parse_float=_finite)
+    except _NotFinite:
+        raise GameError("bad_message", "Numbers must fit a double (no 1e999).") from None
     except ValueError:
         raise GameError("bad_json") from None
     if not isinstance(obj, dict):

@@ -43,3 +43,20 @@ def test_encode_escapes_lone_surrogates_into_valid_utf8() -> None:
     text = encode({"payload": "\ud800 é"})
     text.encode("utf-8")  # would raise on a lone surrogate
     assert text == '{"payload":"\\ud800 \\u00e9"}'
+
+
+@pytest.mark.parametrize(
+    "frame",
+    ['{"type":"ping","t":1e999}', '{"data":1e999}', '{"data":[-1e400]}', '{"data":{"x":1E309}}'],
+)
+def test_numbers_beyond_a_double_are_bad_message(frame: str) -> None:
+    """`json` would read them as infinity, which no frame can carry back."""
+    with pytest.raises(GameError) as caught:
+        parse(frame)
+    assert caught.value.code == "bad_message"
+
+
+def test_large_finite_numbers_still_parse() -> None:
+    assert parse('{"data":[1e308,-2.5e-300,123456789012345678901234567890]}') == Relay(
+        [1e308, -2.5e-300, 123456789012345678901234567890]
+    )
