@@ -5,18 +5,18 @@ from __future__ import annotations
 
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import render
-from django.views.decorators.http import require_GET
+from django.views.decorators.http import require_safe
 
 from .rooms import valid_room_code
 from .selectors import leaderboard, room_state
 
 
-@require_GET
+@require_safe
 def index(request: HttpRequest) -> HttpResponse:
     return render(request, "game/index.html")
 
 
-@require_GET
+@require_safe
 def room_detail(request: HttpRequest, code: str) -> JsonResponse:
     state = room_state(code) if valid_room_code(code) else None
     if state is None:
@@ -24,7 +24,7 @@ def room_detail(request: HttpRequest, code: str) -> JsonResponse:
     return JsonResponse(state)
 
 
-@require_GET
+@require_safe
 def leaderboard_list(request: HttpRequest) -> JsonResponse:
     try:
         limit = min(100, max(1, int(request.GET.get("limit", "20"))))

@@ -9,7 +9,7 @@ from asgiref.sync import sync_to_async
 from channels.layers import get_channel_layer
 from django.db import connection
 from django.http import HttpRequest, HttpResponse, JsonResponse
-from django.views.decorators.http import require_GET
+from django.views.decorators.http import require_safe
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from . import drain
@@ -17,7 +17,7 @@ from . import drain
 READY_TIMEOUT_SECONDS = 2.0
 
 
-@require_GET
+@require_safe
 def healthz(request: HttpRequest) -> JsonResponse:
     """Alive as long as the process answers."""
     return JsonResponse({"status": "ok"})
@@ -28,7 +28,7 @@ def _database_answers() -> None:
         cursor.execute("SELECT 1")
 
 
-@require_GET
+@require_safe
 async def readyz(request: HttpRequest) -> JsonResponse:
     """Ready while the database and the channel layer answer and we are not draining."""
     checks: dict[str, Any] = {"draining": drain.is_draining()}
@@ -51,6 +51,6 @@ async def readyz(request: HttpRequest) -> JsonResponse:
     )
 
 
-@require_GET
+@require_safe
 def metrics(request: HttpRequest) -> HttpResponse:
     return HttpResponse(generate_latest(), content_type=CONTENT_TYPE_LATEST)

@@ -113,9 +113,42 @@ def _is_int(value: object) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
+# Letters that print as nothing (Hangul fillers, the blank Braille pattern): with white
+# space, all a blank name or message is made of.
+_INVISIBLE = dict.fromkeys(map(ord, "\u115f\u1160\u3164\uffa0\u2800"))
+CHAT_LINE_BREAKS_MAX = 5
+
+
+def _visible(text: str) -> bool:
+    return bool(text.translate(_INVISIBLE).strip())
+
+
 def _name(value: object) -> str:
-    if not isinstance(value, str) or not 1 <= len(value) <= NAME_MAX or not value.isprintable():
-        raise GameError("bad_message", "name must be 1-32 printable characters.")
+    """1-32 printable characters (no control or format characters: no bidi overrides),
+    not all blank."""
+    if (
+        not isinstance(value, str)
+        or not 1 <= len(value) <= NAME_MAX
+        or not value.isprintable()
+        or not _visible(value)
+    ):
+        raise GameError("bad_message", "name must be 1-32 printable characters, not blank.")
+    return value
+
+
+def _chat(value: object) -> str:
+    """1-280 characters, printable but for at most 5 line breaks, not all blank."""
+    if (
+        not isinstance(value, str)
+        or not 1 <= len(value) <= CHAT_MAX
+        or value.count("\n") > CHAT_LINE_BREAKS_MAX
+        or not value.replace("\n", "").isprintable()
+        or not _visible(value)
+    ):
+        raise GameError(
+            "bad_message",
+            "text must be 1-280 printable characters, not blank, at most 5 line breaks.",
+        )
     return value
 
 
@@ -195,10 +228,7 @@ def parse(text: str) -> ClientMessage:
             raise GameError("bad_message", "token must be a string.")
         return Join(name=_name(obj.get("name")), token=token)
     if kind == "chat":
-        chat = obj.get("text")
-        if not isinstance(chat, str) or not 1 <= len(chat) <= CHAT_MAX:
-            raise GameError("bad_message", "text must be 1-280 characters.")
-        return Chat(chat)
+        return Chat(_chat(obj.get("text")))
     if kind == "rematch":
         return Simple("rematch")
     if kind == "sync":

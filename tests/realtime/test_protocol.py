@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from game.exceptions import GameError
-from realtime.protocol import MAX_DEPTH, Relay, encode, parse
+from realtime.protocol import MAX_DEPTH, Chat, Join, Relay, encode, parse
 
 
 def test_relay_nested_up_to_the_limit_parses() -> None:
@@ -60,3 +62,44 @@ def test_large_finite_numbers_still_parse() -> None:
     assert parse('{"data":[1e308,-2.5e-300,123456789012345678901234567890]}') == Relay(
         [1e308, -2.5e-300, 123456789012345678901234567890]
     )
+
+
+@pytest.mark.parametrize(
+    "name", ["   ", "\u3164", "\u3164 \u3164", "\u2800", "a\u202eb", "a\u2066b", "a\x00b", "\t"]
+)
+def test_blank_names_and_names_with_control_characters_are_bad_message(name: str) -> None:
+    for kind in ("join", "quickmatch"):
+        with pytest.raises(GameError) as caught:
+            parse(json.dumps({"type": kind, "name": name}))
+        assert caught.value.code == "bad_message"
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "   ",
+        "\n\n",
+        "\u3164",
+        "gg\x00",
+        "gg\u202e",
+        "a\rb",
+        "1\n2\n3\n4\n5\n6\n7",
+        "\n" * 280,
+    ],
+)
+def test_blank_chat_control_characters_and_more_than_5_line_breaks_are_bad_message(
+    text: str,
+) -> None:
+    with pytest.raises(GameError) as caught:
+        parse(json.dumps({"type": "chat", "text": text}))
+    assert caught.value.code == "bad_message"
+
+
+@pytest.mark.parametrize("text", ["gg", "g g", "1\n2\n3\n4\n5\n6", "ünïcödé 🎉", "x" * 280])
+def test_chat_with_up_to_5_line_breaks_parses(text: str) -> None:
+    assert parse(json.dumps({"type": "chat", "text": text})) == Chat(text)
+
+
+@pytest.mark.parametrize("name", ["ana", "Ana Bo", "ünï", "🎉", "x" * 32])
+def test_printable_names_parse(name: str) -> None:
+    assert parse(json.dumps({"type": "join", "name": name})) == Join(name=name, token=None)

@@ -3,7 +3,7 @@
 // DOM through textContent only.
 
 import { $, byTestId, toast } from "./dom.js";
-import { CHAT_MAX, codePoints } from "./limits.js";
+import { CHAT_MAX, chatProblem, codePoints } from "./limits.js";
 
 const CHAT_KEEP = 200; // lines kept; older ones leave the log
 
@@ -54,10 +54,10 @@ export function renderChatForm({ seatedAs, name, live }) {
 function sendChat(event) {
   event.preventDefault();
   const text = el.input.value.trim();
-  const n = codePoints(text);
-  if (n < 1) return;
-  if (n > CHAT_MAX) {
-    toast(`Messages are at most ${CHAT_MAX} characters.`, "error", "bad_message");
+  if (codePoints(text) < 1) return;
+  const problem = chatProblem(text);
+  if (problem) {
+    toast(problem, "error", "bad_message");
     return;
   }
   if (send({ type: "chat", text })) {
