@@ -49,6 +49,10 @@ def servers(
             "ALLOWED_HOSTS": "127.0.0.1,localhost",
             "RATE_LIMIT_PER_SECOND": "1000000",
             "RATE_LIMIT_CLOSE_PER_SECOND": "2000000",
+            # One client address holds every socket of the run; rooms are the bench's.
+            "MAX_SOCKETS_PER_ADDRESS": "10000000",
+            "MAX_ROOM_MEMBERS": "10000000",
+            "ROOM_FANOUT_PER_SECOND": "10000000",
             "LOG_LEVEL": "WARNING",
             "DRAIN_READINESS_DELAY_SECONDS": "0",
             "DRAIN_WINDOW_SECONDS": "0.5",

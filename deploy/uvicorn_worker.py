@@ -319,6 +319,7 @@ def uvicorn_options() -> dict[str, Any]:
         "ws_ping_interval": settings.WS_PING_INTERVAL_SECONDS,
         "ws_ping_timeout": settings.WS_PING_TIMEOUT_SECONDS,
         "proxy_headers": True,
+        "forwarded_allow_ips": settings.FORWARDED_ALLOW_IPS,
         "timeout_graceful_shutdown": settings.GRACEFUL_SHUTDOWN_SECONDS,
     }
 

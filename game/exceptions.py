@@ -20,6 +20,7 @@ ErrorCode = Literal[
     "stale_version",
     "not_over",
     "rate_limited",
+    "room_busy",
 ]
 
 DEFAULT_MESSAGES: dict[ErrorCode, str] = {
@@ -38,6 +39,7 @@ DEFAULT_MESSAGES: dict[ErrorCode, str] = {
     "stale_version": "The game has moved on; sync and try again.",
     "not_over": "The game is still being played.",
     "rate_limited": "Too many messages; slow down.",
+    "room_busy": "This room is busy with messages; try again in a moment.",
 }
 
 

@@ -79,6 +79,8 @@ class LocalFleet:
         if not _ports_free(port + 1, args.replicas):  # replicas default to port+1 ... port+N
             argv += ["--replica-base-port", str(_free_block(args.replicas))]
         env = {k: v for k, v in os.environ.items() if not k.startswith("LOCUST_")}
+        # The whole swarm comes from this machine's one address.
+        env.setdefault("MAX_SOCKETS_PER_ADDRESS", "100000")
         self.proc = Proc("fleet", argv, self.log_dir / "launcher.log", env).start()
         self.port = port
         print(f"fleet: {args.replicas} replicas behind HAProxy on {self.host} (starting)")

@@ -16,7 +16,7 @@ from game.rooms import Applied
 from game.rules import Mark
 from game.selectors import state_of
 
-from . import drain, groups, metrics
+from . import drain, groups, limits, metrics
 from .dispatch import LeanDispatchMixin
 from .groups import broadcast_row, broadcast_text, local_rooms, presence_changed, room_group
 from .protocol import (
@@ -42,6 +42,7 @@ log = logging.getLogger(__name__)
 CLOSE_POLICY = 1008
 CLOSE_TOO_BIG = 1009
 CLOSE_SERVER_ERROR = 1011
+CLOSE_TRY_LATER = 1013  # a fleet limit (realtime/limits.py): the reason names which
 
 
 class GameRoom(LeanDispatchMixin, AsyncWebsocketConsumer):  # type: ignore[misc]
@@ -51,6 +52,7 @@ class GameRoom(LeanDispatchMixin, AsyncWebsocketConsumer):  # type: ignore[misc]
     name: str = ""
     registered = False
     closed = False
+    address: str | None = None  # counted in limits.addresses while set
 
     async def connect(self) -> None:
         self.room = self.scope["url_route"]["kwargs"]["room_code"]
@@ -64,10 +66,20 @@ class GameRoom(LeanDispatchMixin, AsyncWebsocketConsumer):  # type: ignore[misc]
             await self.accept()
             await self.close_with(drain.CLOSE_DRAINING)
             return
+        address = limits.client_address(self.scope)
+        refusal = limits.addresses.admit(address)
+        if refusal is not None:
+            await self.refuse(refusal)
+            return
+        self.address = address
         # One statement (PostgreSQL) or one thread hop: register the socket, read the room.
         row, presence, created = await play.open_connection(
             code=self.room, channel_name=self.channel_name, replica=replica_id()
         )
+        if presence.x + presence.o + presence.spectators > settings.MAX_ROOM_MEMBERS:
+            await play.close_connection(channel_name=self.channel_name)
+            await self.refuse("room_members")
+            return
         self.registered = True
         drain.register(self)
         metrics.CONNECTIONS.inc()
@@ -95,8 +107,19 @@ class GameRoom(LeanDispatchMixin, AsyncWebsocketConsumer):  # type: ignore[misc]
             # of the room waited for ours) and broadcasts their own count.
             presence_changed(self.room, connect=True)
 
+    async def refuse(self, reason: str) -> None:
+        """A fleet limit says no: accepted, then closed with 1013 and the reason."""
+        metrics.REFUSED.labels(reason).inc()
+        await self.accept()
+        if not self.closed:
+            self.closed = True
+            metrics.CLOSES.labels(str(CLOSE_TRY_LATER)).inc()
+            await self.close(code=CLOSE_TRY_LATER, reason=reason)
+
     async def disconnect(self, code: int) -> None:
         self.closed = True
+        limits.addresses.release(self.address)
+        self.address = None
         if not self.registered:
             return
         self.registered = False
@@ -106,6 +129,7 @@ class GameRoom(LeanDispatchMixin, AsyncWebsocketConsumer):  # type: ignore[misc]
         if local_rooms[self.room] <= 0:
             del local_rooms[self.room]
             groups.known.pop(self.room, None)
+            limits.budgets.forget(self.room)
         metrics.ROOMS.set(len(local_rooms))
         await self.channel_layer.group_discard(self.group, self.channel_name)
         if await play.close_connection(channel_name=self.channel_name):
@@ -118,6 +142,7 @@ class GameRoom(LeanDispatchMixin, AsyncWebsocketConsumer):  # type: ignore[misc]
             return
         verdict = self.limiter.hit()
         if verdict is Verdict.CLOSE:
+            limits.addresses.cool_down(self.address)
             await self.close_with(CLOSE_POLICY)
             return
         if self.oversize(text_data):
@@ -138,6 +163,14 @@ class GameRoom(LeanDispatchMixin, AsyncWebsocketConsumer):  # type: ignore[misc]
             except Exception:
                 log.exception("room %s: message failed", self.room)
                 await self.close_with(CLOSE_SERVER_ERROR)
+
+    def spend_fan_out(self) -> None:
+        """A relay or chat frame costs one delivery per member; the room's budget says
+        whether it goes out (`room_busy` otherwise: dropped, the sender told)."""
+        presence = groups.known_presence(self.room)
+        members = max(1, presence.x + presence.o + presence.spectators)
+        if not limits.budgets.spend(self.room, members):
+            raise GameError("room_busy")
 
     async def close_with(self, code: int) -> None:
         if not self.closed:
@@ -186,6 +219,7 @@ class GameRoom(LeanDispatchMixin, AsyncWebsocketConsumer):  # type: ignore[misc]
                     )
                 )
             case Relay(data=data):
+                self.spend_fan_out()
                 await broadcast_text(self.room, "game.relay", encode({"payload": data}))
             case Join(name=name, token=token):
                 applied = await play.join(
@@ -209,6 +243,7 @@ class GameRoom(LeanDispatchMixin, AsyncWebsocketConsumer):  # type: ignore[misc]
             case Chat(text=text):
                 if self.mark is None:
                     raise GameError("not_joined")
+                self.spend_fan_out()
                 chat = {"type": "chat", "mark": self.mark, "name": self.name, "text": text}
                 await broadcast_text(self.room, "game.chat", encode(chat))
             case Simple(type="rematch"):

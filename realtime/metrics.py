@@ -14,6 +14,9 @@ MESSAGES_IN = Counter("tictac_ws_messages_in_total", "Client frames received", [
 MESSAGES_OUT = Counter("tictac_ws_messages_out_total", "Frames sent to clients", ["type"])
 ERRORS = Counter("tictac_ws_errors_total", "error frames sent, by code", ["code"])
 CLOSES = Counter("tictac_ws_server_closes_total", "Sockets closed by the server", ["code"])
+REFUSED = Counter(
+    "tictac_ws_refused_total", "Sockets refused by a fleet limit (closed with 1013)", ["reason"]
+)
 CLIENT_GONE = Counter(
     "tictac_ws_client_gone_total", "Frames not sent because the client had closed its end"
 )

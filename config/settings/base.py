@@ -148,6 +148,14 @@ WS_PING_TIMEOUT_SECONDS: float = env.float("WS_PING_TIMEOUT_SECONDS", default=20
 WS_PER_MESSAGE_DEFLATE: bool = env.bool("WS_PER_MESSAGE_DEFLATE", default=False)
 RATE_LIMIT_PER_SECOND: int = env.int("RATE_LIMIT_PER_SECOND", default=20)
 RATE_LIMIT_CLOSE_PER_SECOND: int = env.int("RATE_LIMIT_CLOSE_PER_SECOND", default=100)
+# Limits for the fleet (realtime/limits.py). A Locust swarm from one address raises the
+# first (bench/, loadtest/ and the local fleet do).
+MAX_SOCKETS_PER_ADDRESS: int = env.int("MAX_SOCKETS_PER_ADDRESS", default=100)  # per replica
+MAX_ROOM_MEMBERS: int = env.int("MAX_ROOM_MEMBERS", default=500)  # players and spectators
+ROOM_FANOUT_PER_SECOND: int = env.int("ROOM_FANOUT_PER_SECOND", default=5000)  # per replica
+FLOOD_COOLDOWN_SECONDS: float = env.float("FLOOD_COOLDOWN_SECONDS", default=30.0)
+# Peers whose X-Forwarded-For names the client (the ingress, HAProxy): uvicorn's option.
+FORWARDED_ALLOW_IPS: str = env.str("FORWARDED_ALLOW_IPS", default="127.0.0.1")
 # Presence: every replica stamps a heartbeat; connections of a replica whose
 # heartbeat is older than PRESENCE_TIMEOUT are treated as gone and swept.
 PRESENCE_HEARTBEAT_SECONDS: float = env.float("PRESENCE_HEARTBEAT_SECONDS", default=10.0)
