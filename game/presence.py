@@ -57,3 +57,23 @@ def replica_retire(*, replica: str) -> list[str]:
         )
         Replica.objects.filter(name=replica).delete()
     return rooms
+
+
+def replica_retire_predecessors(*, name: str, generation: str) -> list[str]:
+    """Remove the replicas of an earlier start under `name` (ids `<name>.<generation>.…`,
+    realtime/replica.py) and their connections; return the rooms affected."""
+    with transaction.atomic():
+        gone = [
+            replica
+            for replica in Replica.objects.filter(name__startswith=f"{name}.").values_list(
+                "name", flat=True
+            )
+            if replica.rsplit(".", 3)[0] == name and replica.rsplit(".", 3)[1] != generation
+        ]
+        rooms = list(
+            Connection.objects.filter(replica_id__in=gone)
+            .values_list("room_id", flat=True)
+            .distinct()
+        )
+        Replica.objects.filter(name__in=gone).delete()
+    return rooms

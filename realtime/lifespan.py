@@ -27,6 +27,10 @@ class Lifespan:
                 layer = get_channel_layer()
                 if hasattr(layer, "on_reconnect"):
                     layer.on_reconnect(rebroadcast_local_rooms)
+                try:
+                    await replica.retire_predecessors()
+                except Exception:  # the database is not there yet: the sweep gets them later
+                    log.warning("could not drop a predecessor's connections", exc_info=True)
                 task = asyncio.create_task(replica.heartbeat_forever(stop))
                 log.info("replica %s up", replica.replica_name())
                 await send({"type": "lifespan.startup.complete"})

@@ -26,13 +26,34 @@ def replica_name() -> str:
 
 
 @cache
-def replica_id() -> str:
-    """The key this process's presence rows hang on: unique per process start.
+def generation() -> str:
+    """The start of this replica's server (gunicorn's master sets REPLICA_GENERATION for
+    its workers, deploy/gunicorn.conf.py; `python -m deploy.server` for itself): processes
+    of one generation are siblings, any other generation under the same name is gone."""
+    return os.environ.get("REPLICA_GENERATION") or uuid.uuid4().hex[:8]
 
-    A replica restarted under the same name (a pod's container restart, several
-    gunicorn workers sharing a name) must not vouch for its predecessor's rows.
+
+@cache
+def replica_id() -> str:
+    """The key this process's presence rows hang on: unique per process start,
+    `<name>.<generation>.<pid>.<random>`.
+
+    A replica restarted under the same name (a pod's container restart, the fleet's
+    restart) must not vouch for its predecessor's rows; it removes them when it starts.
     """
-    return f"{replica_name()}.{os.getpid()}.{uuid.uuid4().hex[:8]}"
+    return f"{replica_name()}.{generation()}.{os.getpid()}.{uuid.uuid4().hex[:8]}"
+
+
+async def retire_predecessors() -> None:
+    """At startup: connections of an earlier start under this name died with it; drop
+    them now rather than after the presence timeout (ghost players and spectators)."""
+    rooms = await call(
+        presence.replica_retire_predecessors, name=replica_name(), generation=generation()
+    )
+    for code in rooms:
+        await broadcast_state(code)
+    if rooms:
+        log.info("dropped a predecessor's connections from %d rooms", len(rooms))
 
 
 async def beat_once() -> None:

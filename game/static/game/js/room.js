@@ -427,7 +427,12 @@ function renderStatus() {
       default:
         main = String(st.status);
     }
-    if (!S.welcomed) sub = "Showing the last known board while reconnecting.";
+    if (!S.welcomed) {
+      // Cut off: nothing here is current, so the headline says what is (no "Your turn").
+      main = S.everWelcomed ? "Reconnecting…" : "Connecting…";
+      sub = "Showing the last known board while reconnecting.";
+      tone = "neutral";
+    }
   }
   el.status.textContent = main;
   el.status.dataset.status = st ? st.status : "";
@@ -487,7 +492,8 @@ function renderPlayers() {
   for (const mark of ["X", "O"]) {
     const card = el.players[mark];
     const p = st?.players?.[mark] ?? null;
-    card.dataset.online = p && p.online ? "true" : "false";
+    // While this page is cut off, nobody's presence is known: neither online nor offline.
+    card.dataset.online = !S.welcomed && p ? "unknown" : p && p.online ? "true" : "false";
     card.dataset.empty = p ? "false" : "true";
     card.classList.toggle("me", shownMark() === mark);
     card.classList.toggle("turn", Boolean(st && st.status === "playing" && st.turn === mark));
@@ -495,6 +501,7 @@ function renderPlayers() {
     $(".player-name", card).textContent = p ? p.name : "Open seat";
     let meta;
     if (!p) meta = "Waiting for a player";
+    else if (!S.welcomed) meta = "Unknown while reconnecting";
     else meta = p.online ? "Online" : "Offline";
     $(".player-meta-text", card).textContent = meta;
     $(".player-bot", card).hidden = !(p && p.bot);
