@@ -23,9 +23,15 @@ DEFAULT_TIMEOUT = 5.0
 
 
 class Connection:
-    def __init__(self, ws: ClientConnection, label: str = "client") -> None:
+    """`wait`: how long the waits below wait when not told (`within`), and the opening
+    handshake's limit (tests scale it for a slow machine)."""
+
+    def __init__(
+        self, ws: ClientConnection, label: str = "client", *, wait: float = DEFAULT_TIMEOUT
+    ) -> None:
         self.ws = ws
         self.label = label
+        self.wait = wait
         self.messages: list[Frame] = []  # everything received, in arrival order
         self.states: list[Frame] = []  # every `state`, in arrival order
         self.latest: Frame | None = None
@@ -34,10 +40,12 @@ class Connection:
         self._reader = asyncio.create_task(self._read())
 
     @classmethod
-    async def open(cls, url: str, label: str = "client", **kwargs: Any) -> Connection:
+    async def open(
+        cls, url: str, label: str = "client", *, wait: float = DEFAULT_TIMEOUT, **kwargs: Any
+    ) -> Connection:
         kwargs.setdefault("proxy", None)  # loopback and cluster addresses, never via a proxy
-        ws = await connect(url, open_timeout=DEFAULT_TIMEOUT, **kwargs)
-        return cls(ws, label)
+        ws = await connect(url, open_timeout=wait, **kwargs)
+        return cls(ws, label, wait=wait)
 
     async def _read(self) -> None:
         try:
@@ -61,11 +69,12 @@ class Connection:
         return self._reader.done()
 
     async def wait_for(
-        self, check: Callable[[], T | None], what: str, within: float = DEFAULT_TIMEOUT
+        self, check: Callable[[], T | None], what: str, within: float | None = None
     ) -> T:
         """Wait until `check()` returns something other than None; TimeoutError (saying
-        what was awaited and what came last) after `within` seconds, ConnectionError if
-        the connection closed first."""
+        what was awaited and what came last) after `within` seconds (default: the
+        connection's `wait`), ConnectionError if the connection closed first."""
+        within = self.wait if within is None else within
         try:
             async with asyncio.timeout(within), self._changed:
                 while True:
@@ -87,7 +96,7 @@ class Connection:
         """Send a client message (build it with `gameclient.codec`)."""
         await self.ws.send(codec.encode(message))
 
-    async def next(self, kind: str, within: float = DEFAULT_TIMEOUT) -> Frame:
+    async def next(self, kind: str, within: float | None = None) -> Frame:
         """The next not yet consumed message of type `kind` (earlier ones are skipped)."""
 
         def check() -> Frame | None:
@@ -100,7 +109,7 @@ class Connection:
         return await self.wait_for(check, f"{kind!r} message", within)
 
     async def state_where(
-        self, predicate: Callable[[Frame], bool], what: str, within: float = DEFAULT_TIMEOUT
+        self, predicate: Callable[[Frame], bool], what: str, within: float | None = None
     ) -> Frame:
         """Wait until the latest state satisfies `predicate`."""
 
@@ -110,14 +119,16 @@ class Connection:
 
         return await self.wait_for(check, what, within)
 
-    async def at_version(self, version: int, within: float = DEFAULT_TIMEOUT) -> Frame:
+    async def at_version(self, version: int, within: float | None = None) -> Frame:
         return await self.state_where(
             lambda state: state["version"] >= version, f"state version {version}", within
         )
 
-    async def close_code(self, within: float = DEFAULT_TIMEOUT) -> int | None:
+    async def close_code(self, within: float | None = None) -> int | None:
         """Wait for the server to close the connection; its close code."""
-        await asyncio.wait_for(asyncio.shield(self._reader), within)
+        await asyncio.wait_for(
+            asyncio.shield(self._reader), self.wait if within is None else within
+        )
         return self.ws.close_code
 
     async def close(self) -> None:

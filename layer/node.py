@@ -13,6 +13,7 @@ import socket
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Coroutine
+from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
 
 import aio_pika
@@ -48,8 +49,9 @@ class LayerUnavailable(ChannelFull):  # type: ignore[misc]
     """The broker did not come back within `publish_timeout`."""
 
 
-class LayerSettings(Protocol):
-    """What a node reads of its layer (RabbitMQChannelLayer in layer/rabbitmq.py)."""
+@dataclass(frozen=True, slots=True)
+class Broker:
+    """Where and how a node reaches RabbitMQ (RabbitMQChannelLayer's arguments)."""
 
     url: str
     prefix: str
@@ -58,6 +60,12 @@ class LayerSettings(Protocol):
     reconnect_interval: float
     heartbeat: int
     queue_max_length: int
+
+
+class LayerSettings(Protocol):
+    """What a node reads of its layer (RabbitMQChannelLayer in layer/rabbitmq.py)."""
+
+    broker: Broker
     expiry: float
     reconnect_listeners: list[Callable[[], Coroutine[Any, Any, None]]]
 
@@ -71,7 +79,7 @@ class Node:
         self.layer = layer
         self.loop = loop
         host = socket.gethostname()[:24].replace("!", "")
-        self.queue_name = f"{layer.prefix}.{host}.{os.getpid()}.{uuid.uuid4().hex[:8]}"
+        self.queue_name = f"{layer.broker.prefix}.{host}.{os.getpid()}.{uuid.uuid4().hex[:8]}"
         self.inboxes: dict[str, Inbox] = {}
         self.members: dict[str, set[str]] = {}  # group -> local channels
         self.bound: set[str] = set()  # groups bound on the broker
@@ -121,23 +129,23 @@ class Node:
     async def _connect(self) -> None:
         layer = self.layer
         connection = await aio_pika.connect_robust(
-            layer.url,
+            layer.broker.url,
             client_properties={"connection_name": self.queue_name},
-            reconnect_interval=layer.reconnect_interval,
+            reconnect_interval=layer.broker.reconnect_interval,
             # A hung broker (not a closed socket) is noticed after two missed beats.
-            heartbeat=layer.heartbeat,
+            heartbeat=layer.broker.heartbeat,
         )
         connection.reconnect_callbacks.add(self._on_reconnect)
         channel = await connection.channel(publisher_confirms=True)
         exchange = await channel.declare_exchange(
-            layer.group_exchange, aio_pika.ExchangeType.DIRECT, durable=True
+            layer.broker.group_exchange, aio_pika.ExchangeType.DIRECT, durable=True
         )
         queue = await channel.declare_queue(
             self.queue_name,
             exclusive=True,
             auto_delete=True,
             arguments={
-                "x-max-length": layer.queue_max_length,
+                "x-max-length": layer.broker.queue_max_length,
                 "x-overflow": "drop-head",
                 "x-message-ttl": int(layer.expiry * 1000),
             },
@@ -220,7 +228,7 @@ class Node:
             raise
 
     async def _publish(self, kind: str, routing_key: str, body: bytes, *, to_group: bool) -> None:
-        exchange = self.layer.group_exchange if to_group else ""
+        exchange = self.layer.broker.group_exchange if to_group else ""
         underlay = self.underlay
         if underlay is not None and not underlay.is_closed:
             # Hot path: straight onto the open AMQP channel, in the caller's task.
@@ -262,7 +270,7 @@ class Node:
                 properties=aiormq.spec.Basic.Properties(
                     delivery_mode=1, message_id=str(self._sent)
                 ),
-                timeout=self.layer.publish_timeout,
+                timeout=self.layer.broker.publish_timeout,
                 wait=False,  # the confirm awaited here implies the frame was written
             )
         except TimeoutError as exc:  # no confirm within publish_timeout: a hung broker
@@ -293,7 +301,7 @@ class Node:
         await self.shielded(attempt)
 
     async def _retry(self, call: Callable[[], Awaitable[Any]]) -> None:
-        deadline = self.loop.time() + self.layer.publish_timeout
+        deadline = self.loop.time() + self.layer.broker.publish_timeout
         while True:
             try:
                 await call()

@@ -46,7 +46,7 @@ import msgpack
 from channels.layers import BaseChannelLayer
 
 from .inbox import Inbox
-from .node import LayerUnavailable, Node
+from .node import Broker, LayerUnavailable, Node
 
 __all__ = ["LayerUnavailable", "RabbitMQChannelLayer"]
 
@@ -72,13 +72,15 @@ class RabbitMQChannelLayer(BaseChannelLayer):  # type: ignore[misc]
     ) -> None:
         super().__init__(expiry=expiry, capacity=capacity, channel_capacity=channel_capacity)
         self.channel_capacity = self.compile_capacities(channel_capacity or {})
-        self.url = url
-        self.prefix = prefix
-        self.group_exchange = group_exchange
-        self.publish_timeout = publish_timeout
-        self.reconnect_interval = reconnect_interval
-        self.heartbeat = heartbeat
-        self.queue_max_length = queue_max_length
+        self.broker = Broker(
+            url=url,
+            prefix=prefix,
+            group_exchange=group_exchange,
+            publish_timeout=publish_timeout,
+            reconnect_interval=reconnect_interval,
+            heartbeat=heartbeat,
+            queue_max_length=queue_max_length,
+        )
         self._nodes: dict[asyncio.AbstractEventLoop, Node] = {}
         self.reconnect_listeners: list[Callable[[], Coroutine[Any, Any, None]]] = []
 

@@ -75,6 +75,14 @@ def play(mover: Page, cell: int, mark: str, *watchers: Page) -> None:
         expect(page.get_by_test_id(f"cell-{cell}")).to_have_attribute("data-mark", mark)
 
 
+def play_top_row_win(ana: Page, bo: Page) -> None:
+    """ana (X) takes the top row while bo (O) plays 3 and 4; both see every move."""
+    for cell, mark in ((0, "X"), (3, "O"), (1, "X"), (4, "O"), (2, "X")):
+        mover, other = (ana, bo) if mark == "X" else (bo, ana)
+        play(mover, cell, mark, other)
+    expect(bo.get_by_test_id("status")).to_have_text("ana wins")
+
+
 def expect_board(page: Page, board: str) -> None:
     """`board` is nine characters, X / O / '.' for empty."""
     for i, mark in enumerate(board):
@@ -191,15 +199,7 @@ def test_rematch_starts_a_new_game_and_chat_reaches_the_other_page(
         expect(line).to_have_attribute("data-mark", "X")
     expect(ana.get_by_test_id("chat-input")).to_have_value("")
 
-    for mover, cell, mark, other in (
-        (ana, 0, "X", bo),
-        (bo, 3, "O", ana),
-        (ana, 1, "X", bo),
-        (bo, 4, "O", ana),
-        (ana, 2, "X", bo),
-    ):
-        play(mover, cell, mark, other)
-    expect(bo.get_by_test_id("status")).to_have_text("ana wins")
+    play_top_row_win(ana, bo)
 
     bo.get_by_test_id("chat-input").fill("gg, again?")
     bo.get_by_test_id("chat-input").press("Enter")
@@ -467,15 +467,7 @@ def test_quick_match_pairs_two_pages_and_the_leaderboard_shows_their_finished_ga
     expect(ana.locator("#room").get_by_test_id("leaderboard")).to_be_visible()
     expect(board).to_have_attribute("data-state", "empty")
 
-    for mover, cell, mark, other in (
-        (ana, 0, "X", bo),
-        (bo, 3, "O", ana),
-        (ana, 1, "X", bo),
-        (bo, 4, "O", ana),
-        (ana, 2, "X", bo),
-    ):
-        play(mover, cell, mark, other)
-    expect(bo.get_by_test_id("status")).to_have_text("ana wins")
+    play_top_row_win(ana, bo)
 
     # After the finished game: both players, ana first, with W/L/D and streak.
     for page in (ana, bo):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
+from typing import Any
 
 import pytest
 from asgiref.sync import sync_to_async
@@ -52,3 +53,10 @@ async def ws(transactional_db: None) -> AsyncIterator[Sockets]:
         # communicator turns close_old_connections off); close it there, or
         # PostgreSQL cannot drop the test database at the end of the session.
         await sync_to_async(connections.close_all)()
+
+
+@pytest.fixture
+def roomy_limits(settings: Any) -> None:
+    """Rate limits far above what a test sends (for tests that send many frames in a row)."""
+    settings.RATE_LIMIT_PER_SECOND = 10_000
+    settings.RATE_LIMIT_CLOSE_PER_SECOND = 20_000

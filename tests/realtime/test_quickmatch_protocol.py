@@ -15,8 +15,6 @@ thread, hence transactional tests.
 
 from __future__ import annotations
 
-from typing import Any
-
 import pytest
 from django.db.models import Q
 
@@ -35,13 +33,6 @@ LOBBY = "lobby"  # the room the page asks for quick match on
 # unless the frame never comes.
 MATCH_WITHIN = budget(5.0)
 QUICK_MATCH_FRAMES = ("matching", "matched", "error")
-
-
-@pytest.fixture
-def roomy_limits(settings: Any) -> None:
-    """Rate limits far above what a test sends (for tests that send many frames in a row)."""
-    settings.RATE_LIMIT_PER_SECOND = 10_000
-    settings.RATE_LIMIT_CLOSE_PER_SECOND = 20_000
 
 
 async def next_quick_match_frame(client: Client, within: float = WAIT) -> Frame:

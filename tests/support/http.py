@@ -7,7 +7,9 @@ import urllib.error
 import urllib.request
 from typing import Any
 
-DEFAULT_TIMEOUT = 5.0
+from tests.support.timing import budget
+
+DEFAULT_TIMEOUT = budget(5.0)
 
 
 def get_json(url: str, timeout: float = DEFAULT_TIMEOUT) -> tuple[int, Any]:

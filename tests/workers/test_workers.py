@@ -27,7 +27,6 @@ import subprocess
 import time
 from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
-from contextlib import AsyncExitStack
 from pathlib import Path
 from typing import Any
 
@@ -37,12 +36,15 @@ import pytest
 
 from devtools.databases import throwaway_database
 from devtools.fleet import Fleet
+from devtools.processes import Child
 from game import rules
 from gameclient.codec import Frame
 from gameclient.connection import Connection
 from tests.support.broker import broker_stopped
+from tests.support.connections import OpenClient, opened_clients
 from tests.support.http import get_json
 from tests.support.server import UvicornServer
+from tests.support.timing import budget
 from tests.support.workers import (
     DEAD_QUEUE,
     JOBS_QUEUE,
@@ -161,7 +163,7 @@ def start_replica(
             log_dir=tmp_path,
         )
         servers.append(server)
-        return server.start()
+        return server.start(timeout=budget(20))
 
     try:
         yield start
@@ -173,15 +175,9 @@ def start_replica(
 
 
 @pytest.fixture
-async def clients() -> AsyncIterator[Callable[..., Awaitable[Connection]]]:
+async def clients() -> AsyncIterator[OpenClient]:
     """open(url, label) -> Connection; every client is closed when the test ends."""
-    async with AsyncExitStack() as stack:
-
-        async def open_client(url: str, label: str) -> Connection:
-            client = await Connection.open(url, label)
-            stack.push_async_callback(client.close)
-            return client
-
+    async with opened_clients() as open_client:
         yield open_client
 
 
@@ -274,8 +270,9 @@ def check_leaderboard_invariants(database_url: str, plan: list[dict[str, Any]]) 
 
 
 def broker_note(workers: Workers) -> str:
-    """Non-empty when the broker went away during the test (another suite restarting
-    RabbitMQ): lost publishes, redeliveries and late counts are then expected."""
+    """Non-empty when a worker lost the broker during the test: said with a failed
+    exactly-once check, since it explains one (nothing else restarts RabbitMQ while
+    these tests run: the service suites run one at a time, under /tmp/services.lock)."""
     if any("Reconnecting after" in w.log() or "broker away" in w.log() for w in workers):
         return " (the broker went away during this test; see the worker logs)"
     return ""
@@ -310,8 +307,8 @@ def test_200_concurrent_games_give_exact_leaderboard_totals_with_3_workers(
 
     started = time.monotonic()
     script = play(plan)
-    done = wait_counted(database_url, len(plan), expected, within=90, script=script)
-    played = script_result(script, timeout=30)
+    done = wait_counted(database_url, len(plan), expected, within=budget(90), script=script)
+    played = script_result(script, timeout=budget(30))
     last_publish = max(game["published_at"] for game in played)
     after_last = time.time() - last_publish - (time.monotonic() - done)
     published = sum(game["published"] for game in played)
@@ -321,20 +318,18 @@ def test_200_concurrent_games_give_exact_leaderboard_totals_with_3_workers(
     per_worker = [
         w.metric("tictac_jobs_total", kind="game.finished", outcome="ok") for w in workers
     ]
-    steady = not broker_note(workers)
-    if steady:
-        # Every job was handled exactly once (nothing failed, nothing was redelivered),
-        # and the jobs did the counting, not the sweep (which waits 5 s for a result).
-        # With the broker restarted meanwhile by another suite, publishes fail and acks
-        # get lost: then only the exact totals above are asserted (the sweep's job).
-        assert published == len(plan), f"{len(plan) - published} publishes failed"
-        assert jobs_handled(workers, "game.finished", "ok") == len(plan)
-        assert jobs_handled(workers, "game.finished", "retried") == 0
-        assert all(n > 0 for n in per_worker), per_worker
-        assert after_last < 4.0, f"counted only {after_last:.2f}s after the last publish"
+    # Every job was handled exactly once (nothing failed, nothing was redelivered), by
+    # every worker, and the jobs did the counting, not the sweep: the limit checks that
+    # the last result was counted as its job arrived (the sweep only takes results 5 s
+    # old). It is scaled (TEST_TIME_SCALE); above 1.25 it bounds the delay only.
+    note = broker_note(workers)
+    assert published == len(plan), f"{len(plan) - published} publishes failed{note}"
+    assert jobs_handled(workers, "game.finished", "ok") == len(plan), note
+    assert jobs_handled(workers, "game.finished", "retried") == 0, note
+    assert all(n > 0 for n in per_worker), f"{per_worker}{note}"
+    assert after_last < budget(4.0), f"counted only {after_last:.2f}s after the last publish"
     metric(
         "leaderboard_200_games",
-        steady_broker=steady,
         published=published,
         workers=3,
         seconds_from_first_move=f"{done - started:.2f}",
@@ -369,13 +364,13 @@ def test_200_concurrent_games_give_exact_leaderboard_totals_even_when_one_worker
         assert failure is None, f"the play script failed:\n{failure}"
         return result_counts(database_url)[0] >= 50
 
-    wait_for(fifty_counted, "50 counted results", 60)
+    wait_for(fifty_counted, "50 counted results", budget(60))
     with psycopg.connect(database_url.replace("postgres://", "postgresql://", 1)) as lock:
         lock.execute("LOCK TABLE game_leaderboardentry IN EXCLUSIVE MODE")
-        wait_for(lambda: (victim.in_hand() or 0) >= 1, "a job in the victim's hands", 30)
+        wait_for(lambda: (victim.in_hand() or 0) >= 1, "a job in the victim's hands", budget(30))
         # Let more pile up (up to its prefetch), but do not wait for the script to end.
         with contextlib.suppress(AssertionError):
-            wait_for(lambda: victim.in_hand() == victim.concurrency, "a full hand", 2.0)
+            wait_for(lambda: victim.in_hand() == victim.concurrency, "a full hand", budget(2.0))
         in_flight = victim.in_hand()
         assert in_flight is not None
         assert in_flight >= 1
@@ -386,21 +381,18 @@ def test_200_concurrent_games_give_exact_leaderboard_totals_even_when_one_worker
         lock.rollback()  # release: the survivors' blocked jobs go on
     assert not victim.alive
 
-    done = wait_counted(database_url, len(plan), expected, within=90, script=script)
-    played = script_result(script, timeout=30)
+    done = wait_counted(database_url, len(plan), expected, within=budget(90), script=script)
+    played = script_result(script, timeout=budget(30))
     assert len(played) == len(plan)
     check_leaderboard_invariants(database_url, plan)
     survivors_ok = sum(
         w.metric("tictac_jobs_total", kind="game.finished", outcome="ok") for w in survivors
     )
-    steady = not broker_note(workers)
-    if steady:
-        # Every job was acknowledged exactly once: the victim's acks before it died,
-        # the rest by the survivors, including the jobs it held unacknowledged.
-        assert victim_ok + survivors_ok == len(plan), (victim_ok, survivors_ok)
+    # Every job was acknowledged exactly once: the victim's acks before it died, the
+    # rest by the survivors, including the jobs it held unacknowledged.
+    assert victim_ok + survivors_ok == len(plan), (victim_ok, survivors_ok, broker_note(workers))
     metric(
         "leaderboard_200_games_worker_killed",
-        steady_broker=steady,
         counted_at_kill=counted_at_kill,
         jobs_in_victims_hands=int(in_flight),
         victim_acked=int(victim_ok),
@@ -428,18 +420,26 @@ def test_a_fleet_started_with_two_workers_keeps_both_consuming(
         log_dir=tmp_path / "fleet",
         env={"GRACEFUL_SHUTDOWN_SECONDS": "2"},
     )
+
+    def state(worker: Child) -> str:
+        if not worker.alive:
+            return f"exit {worker.returncode}"
+        return "consuming" if "worker consuming" in worker.log_text() else "not consuming"
+
     with fleet:
-        deadline = time.monotonic() + 20
-        while time.monotonic() < deadline:
-            if all("worker consuming" in w.tail() for w in fleet.workers):
-                break
-            if any(not w.alive for w in fleet.workers):
-                break
-            time.sleep(0.1)
-        time.sleep(1.0)  # a worker that fails after connecting fails by now
-        states = {w.name: ("alive" if w.alive else f"exit {w.returncode}") for w in fleet.workers}
+        with contextlib.suppress(AssertionError):  # the states below say what went wrong
+            wait_for(
+                lambda: all(state(w) != "not consuming" for w in fleet.workers),
+                "every worker consuming or gone",
+                budget(20),
+                every=0.1,
+            )
+        # No event says "it did not fail": a worker that fails after connecting (its
+        # first jobs, its first chores) fails within a second.
+        time.sleep(budget(1.0))
+        states = {w.name: state(w) for w in fleet.workers}
         tails = "\n".join(f"--- {w.name}:\n{w.tail(1500)}" for w in fleet.workers)
-    assert states == {"worker-1": "alive", "worker-2": "alive"}, f"{states}\n{tails}"
+    assert states == {"worker-1": "consuming", "worker-2": "consuming"}, f"{states}\n{tails}"
 
 
 def test_a_worker_started_while_the_broker_is_down_waits_for_it_then_works(
@@ -456,15 +456,24 @@ def test_a_worker_started_while_the_broker_is_down_waits_for_it_then_works(
     try:
         with broker_stopped():
             worker.start()
-            wait_for(lambda: "broker unreachable" in worker.log(), "retry line in the log", 30)
-            time.sleep(1.0)
+            # Waiting, not exiting: it tries again (0.5 s after the first attempt), and
+            # again, still alive.
+            wait_for(
+                lambda: worker.log().count("broker unreachable") >= 2 or not worker.alive,
+                "a second retry line in the log",
+                budget(30),
+            )
             assert worker.alive, worker.log()[-3000:]
         # The same process (nothing here starts it again) consumes once the broker is back.
-        wait_for(lambda: "worker consuming" in worker.log(), "worker consuming", 60, every=0.2)
+        wait_for(
+            lambda: "worker consuming" in worker.log(), "worker consuming", budget(60), every=0.2
+        )
         assert worker.alive, worker.log()[-3000:]
         plan = plan_games(10, seed=7, prefix="late")
         script = play(plan)
-        wait_counted(database_url, len(plan), expected_totals(plan), within=60, script=script)
+        wait_counted(
+            database_url, len(plan), expected_totals(plan), within=budget(60), script=script
+        )
     finally:
         worker.stop()
         print(worker.log())
@@ -558,7 +567,7 @@ async def play_one_game_vs_bot(
         state = await client.state_where(
             lambda s: s["status"] != "playing" or s["turn"] == human,
             f"{human}'s turn or the end",
-            within=10,
+            within=budget(10),
         )
         if state["status"] != "playing":
             return state
@@ -605,8 +614,9 @@ async def test_perfect_bot_never_loses_to_a_human_through_a_real_replica(
         bot_moves = check_alternating_history(human, first, last, "X")
         assert bot_moves == sum(c == "O" for c in final["board"])
         bot_moves_total += bot_moves
-        # Nothing moves after the end: no late or second computer move.
-        await asyncio.sleep(0.3)
+        # Nothing moves after the end: no late or second computer move. No event says
+        # "nothing came": a computer move (0.05 s of thinking) would be here by now.
+        await asyncio.sleep(budget(0.3))
         assert human.latest is not None
         assert human.latest["version"] == last, human.latest
         if number < len(STRATEGIES) - 1:
@@ -625,7 +635,7 @@ async def test_perfect_bot_never_loses_to_a_human_through_a_real_replica(
             server, lambda b: "hu" in b and b["hu"]["losses"] + b["hu"]["draws"] == games
         ),
         "all games on the leaderboard",
-        within=20,
+        within=budget(20),
     )
     assert (board["hu"]["wins"], board["hu"]["losses"], board["hu"]["draws"]) == (
         0,
@@ -683,12 +693,14 @@ async def test_a_game_won_by_a_human_move_reaches_the_leaderboard_at_once(
     board = await wait_for_async(
         lambda: leaderboard_when(server, lambda b: "ana" in b and "bo" in b),
         "ana and bo on the leaderboard",
-        within=15,
+        within=budget(15),
     )
     took = time.monotonic() - finished
     metric("human_game_on_leaderboard", seconds=f"{took:.2f}")
     assert (board["ana"]["wins"], board["bo"]["losses"]) == (1, 1)
-    assert took < 2.0, f"the finished game reached the leaderboard only after {took:.1f}s"
+    # The promise under test (the docstring's "a second or two", scaled): the game's own
+    # job counted it, not the sweep (which takes results 5 s old).
+    assert took < budget(2.0), f"the finished game reached the leaderboard only after {took:.1f}s"
 
 
 async def test_killing_the_worker_holding_the_bot_job_still_gives_exactly_one_bot_move(
@@ -696,7 +708,8 @@ async def test_killing_the_worker_holding_the_bot_job_still_gives_exactly_one_bo
     start_replica: Callable[[str], UvicornServer],
     clients: Callable[..., Awaitable[Connection]],
 ) -> None:
-    think = 3.0
+    # The kill must land while the victim thinks: on a slow machine it thinks longer.
+    think = budget(3.0)
     workers = start_workers(2, BOT_THINK_SECONDS=str(think))
     server = start_replica("web-1")
     room = f"botkill-{secrets.token_hex(3)}"
@@ -716,13 +729,15 @@ async def test_killing_the_worker_holding_the_bot_job_still_gives_exactly_one_bo
                 return worker
         return None
 
-    victim = await wait_for_async(holder, "worker holding the bot.move job", within=2.5, every=0.05)
+    victim = await wait_for_async(
+        holder, "worker holding the bot.move job", within=think - budget(0.5), every=0.05
+    )
     survivor = next(w for w in workers if w is not victim)
     victim.kill()
     killed_at = time.monotonic()
     assert killed_at - moved_at < think, "killed too late: the victim may have moved already"
 
-    answered = await human.at_version(4, within=think * 2 + 3)
+    answered = await human.at_version(4, within=think * 2 + budget(3))
     answered_at = time.monotonic()
     old, new = board_of(await_state(human, 3)), board_of(answered)
     added = [i for i in range(9) if old[i] != new[i]]
@@ -730,7 +745,8 @@ async def test_killing_the_worker_holding_the_bot_job_still_gives_exactly_one_bo
     assert new[added[0]] == "O", (old, new)
     # The survivor took the redelivered job and thought again before moving.
     assert answered_at - killed_at >= think * 0.9, answered_at - killed_at
-    await asyncio.sleep(1.0)
+    # No event says "no second move came": a redelivered copy would be here by now.
+    await asyncio.sleep(budget(1.0))
     assert human.latest is not None
     assert human.latest["version"] == 4, f"a second computer move: {human.latest}"
     assert survivor.metric("tictac_jobs_total", kind="bot.move", outcome="ok") == 1
@@ -738,7 +754,7 @@ async def test_killing_the_worker_holding_the_bot_job_still_gives_exactly_one_bo
     # The game goes on with the survivor.
     cell = preferring(0, 2, 6, 8, 1, 3, 5, 7)(new, "X", random.Random(0))
     await human.send({"type": "move", "cell": cell, "version": 4})
-    again = await human.at_version(6, within=think + 5)
+    again = await human.at_version(6, within=think + budget(5))
     assert sum(c == "O" for c in again["board"]) == 2
     assert sum(c == "X" for c in again["board"]) == 2
     assert check_alternating_history(human, 2, again["version"], "X") == 2
@@ -770,7 +786,7 @@ async def test_poison_message_goes_to_the_dead_letter_queue_after_retries_withou
     # One finished game whose job is not published yet.
     plan = plan_games(1, seed=3, prefix="poison")
     script = play(plan, publish=False)
-    await asyncio.to_thread(script_result, script, 30)
+    await asyncio.to_thread(script_result, script, budget(30))
     (key,) = [str(k) for (k,) in query(database_url, "SELECT key FROM game_gameresult")]
     assert result_counts(database_url) == (0, 1)
 
@@ -780,7 +796,7 @@ async def test_poison_message_goes_to_the_dead_letter_queue_after_retries_withou
         "unknown": f"poison-{tag}-kind",
         "garbage": f"poison-{tag}-body",
     }
-    connection = await aio_pika.connect(rabbitmq_url, timeout=5)
+    connection = await aio_pika.connect(rabbitmq_url, timeout=budget(5))
     async with connection:
         channel = await connection.channel(publisher_confirms=True)
         exchange = await channel.get_exchange("tictac.jobs")
@@ -810,8 +826,13 @@ async def test_poison_message_goes_to_the_dead_letter_queue_after_retries_withou
             job(json.dumps({"key": key}).encode(), "game.finished", key),
             routing_key="game.finished",
         )
+        # The promise under test ("without blocking"), scaled: the valid job is counted
+        # within two seconds, whatever the poison ahead of it does.
         await asyncio.to_thread(
-            wait_for, lambda: result_counts(database_url) == (1, 1), "the valid job counted", 2.0
+            wait_for,
+            lambda: result_counts(database_url) == (1, 1),
+            "the valid job counted",
+            budget(2.0),
         )
         valid_took = time.monotonic() - valid_at
 
@@ -821,12 +842,17 @@ async def test_poison_message_goes_to_the_dead_letter_queue_after_retries_withou
             declared = await channel.declare_queue(DEAD_QUEUE, passive=True)
             return int(declared.declaration_result.message_count or 0)
 
-        await wait_for_async(lambda: _at_least(dead_count, 2), "two messages dead at once", 1.0)
+        # Poison that cannot succeed dies at once (no retries): within a second, scaled.
+        await wait_for_async(
+            lambda: _at_least(dead_count, 2), "two messages dead at once", budget(1.0)
+        )
         all_dead_at = await wait_for_async(
-            lambda: _at_least(dead_count, 3, time.monotonic()), "the third dead message", 10.0
+            lambda: _at_least(dead_count, 3, time.monotonic()),
+            "the third dead message",
+            budget(10.0),
         )
         letters: dict[str, aio_pika.abc.AbstractIncomingMessage] = {}
-        while (message := await dead.get(no_ack=False, fail=False, timeout=5)) is not None:
+        while (message := await dead.get(no_ack=False, fail=False, timeout=budget(5))) is not None:
             await message.ack()
             letters[str(message.message_id)] = message
         for name in (JOBS_QUEUE, *(retry_queue(d) for d in POISON_RETRY_DELAYS)):
@@ -853,7 +879,7 @@ async def test_poison_message_goes_to_the_dead_letter_queue_after_retries_withou
     assert jobs_handled(workers, "mystery.kind", "dead") == 1
     assert jobs_handled(workers, "game.finished", "dead") == 1
     assert jobs_handled(workers, "game.finished", "ok") == 1
-    assert valid_took < 2.0
+    assert valid_took < budget(2.0)
     metric(
         "poison",
         valid_counted_s=f"{valid_took:.2f}",
@@ -893,9 +919,10 @@ async def test_quick_match_pairs_50_players_into_25_rooms_across_two_replicas(
         )
     )
     tickets = [int((await client.next("matching"))["ticket"]) for client in lobby]
-    matched = [await client.next("matched", within=20) for client in lobby]
+    matched = [await client.next("matched", within=budget(20)) for client in lobby]
     took = time.monotonic() - started
-    await asyncio.sleep(1.5)  # a second `matched` would have shown up by now
+    # No event says "no second `matched` came": one would have shown up by now.
+    await asyncio.sleep(budget(1.5))
 
     problems: list[str] = []
     copies = {c.label: [m for m in c.messages if m.get("type") == "matched"] for c in lobby}
@@ -969,16 +996,35 @@ async def test_quick_match_pairs_50_players_into_25_rooms_across_two_replicas(
         online = {m: (api["players"].get(m) or {}).get("online") for m in ("X", "O")}
         if status != 200 or online != {"X": True, "O": True}:
             problems.append(f"room {room}: HTTP {status}, online {online}")
-    # Presence is not versioned: a `state` read before the other player's seat reclaim,
-    # published by one replica after the newer one from the other replica, is kept on
-    # the version tie. Counted here (see the report), not part of quick match itself.
-    await asyncio.sleep(1.0)
-    stale = [
-        c.label
-        for c in seated
-        if c.latest is None
-        or not all((c.latest["players"].get(m) or {}).get("online") for m in ("X", "O"))
-    ]
+
+    # docs/protocol.md: every member's latest state converges within one second of a
+    # change (a seat change shows within PRESENCE_BROADCAST_DELAY_SECONDS plus delivery),
+    # whichever replica made it; a client keeps the later state on a version tie, and
+    # each replica forwards the newest presence it has seen (realtime/groups.py). So
+    # every client's latest state shows both seats online within that second (scaled),
+    # and stays so: the check runs once every client got there and again after it.
+    def both_online(state: Frame | None) -> bool:
+        return state is not None and all(
+            (state["players"].get(m) or {}).get("online") for m in ("X", "O")
+        )
+
+    async def converged(client: Connection) -> bool:
+        try:
+            await client.state_where(both_online, "both seats online", within=budget(1.0))
+        except TimeoutError:
+            return False
+        return True
+
+    reached = await asyncio.gather(*(converged(client) for client in seated))
+    stale = [c.label for c, ok in zip(seated, reached, strict=True) if not ok]
+    if stale:
+        problems.append(f"{len(stale)} clients left with stale presence: {stale}")
+    # A late, older presence (the bug this catches) would land on a version tie after
+    # the newer one; one more delay plus delivery lets it arrive if it was coming.
+    await asyncio.sleep(budget(1.0))
+    regressed = [c.label for c in seated if c.label not in stale and not both_online(c.latest)]
+    if regressed:
+        problems.append(f"{len(regressed)} clients went back to stale presence: {regressed}")
     metric(
         "quick_match",
         players=50,
@@ -986,6 +1032,6 @@ async def test_quick_match_pairs_50_players_into_25_rooms_across_two_replicas(
         seconds_to_all_matched=f"{took:.2f}",
         matched_frames=sum(len(found) for found in copies.values()),
         pair_jobs_ok=int(jobs_handled(workers, "match.pair", "ok")),
-        clients_left_with_stale_presence=len(stale),
+        clients_left_with_stale_presence=len(stale) + len(regressed),
     )
     assert problems == [], "\n".join(problems)
