@@ -47,16 +47,20 @@ def replicas_sweep(*, timeout_seconds: float) -> list[str]:
     return rooms
 
 
+def _drop_replicas(names: list[str]) -> list[str]:
+    """Remove these replicas and their connections (in the caller's transaction); the
+    rooms that had connections of theirs."""
+    rooms = list(
+        Connection.objects.filter(replica_id__in=names).values_list("room_id", flat=True).distinct()
+    )
+    Replica.objects.filter(name__in=names).delete()
+    return rooms
+
+
 def replica_retire(*, replica: str) -> list[str]:
     """A replica shutting down removes itself and whatever connections it still lists."""
     with transaction.atomic():
-        rooms = list(
-            Connection.objects.filter(replica_id=replica)
-            .values_list("room_id", flat=True)
-            .distinct()
-        )
-        Replica.objects.filter(name=replica).delete()
-    return rooms
+        return _drop_replicas([replica])
 
 
 def replica_retire_predecessors(*, name: str, generation: str) -> list[str]:
@@ -70,10 +74,4 @@ def replica_retire_predecessors(*, name: str, generation: str) -> list[str]:
             )
             if replica.rsplit(".", 3)[0] == name and replica.rsplit(".", 3)[1] != generation
         ]
-        rooms = list(
-            Connection.objects.filter(replica_id__in=gone)
-            .values_list("room_id", flat=True)
-            .distinct()
-        )
-        Replica.objects.filter(name__in=gone).delete()
-    return rooms
+        return _drop_replicas(gone)
