@@ -121,7 +121,8 @@ test-sqlite: setup browser-deps k8s-tools asyncapi-specs
 test-postgres: setup asyncapi-specs
 	DATABASE_URL=$(POSTGRES_TEST_URL) $(BIN)/pytest -m "postgres or both_databases"
 
-# The consumer suite again with the RabbitMQ channel layer instead of the in-memory one.
+# The consumer suite again with the RabbitMQ channel layer instead of the in-memory one
+# (in a throwaway vhost of that broker, deleted afterwards: tests/conftest.py).
 test-rabbitmq: setup asyncapi-specs
 	RABBITMQ_URL=$(RABBITMQ_TEST_URL) $(BIN)/pytest -m rabbitmq_layer
 

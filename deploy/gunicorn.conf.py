@@ -8,7 +8,6 @@ DJANGO_SETTINGS_MODULE says otherwise).
 
 import math
 import os
-import uuid
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings.local")  # as config/asgi.py
 
@@ -32,9 +31,3 @@ accesslog = None
 loglevel = settings.LOG_LEVEL.lower()
 # Several replicas share a host in `make fleet`: no shared control socket under $HOME.
 control_socket_disable = True
-
-
-def on_starting(server: object) -> None:
-    """Before the workers fork: they share this start's generation (realtime/replica.py),
-    so a worker never takes a live sibling for a dead predecessor."""
-    os.environ["REPLICA_GENERATION"] = uuid.uuid4().hex[:8]

@@ -25,12 +25,11 @@ def replica_name() -> str:
     return settings.REPLICA_NAME or f"{settings.HOSTNAME}-{os.getpid()}"
 
 
-@cache
 def generation() -> str:
-    """The start of this replica's server (gunicorn's master sets REPLICA_GENERATION for
-    its workers, deploy/gunicorn.conf.py; `python -m deploy.server` for itself): processes
-    of one generation are siblings, any other generation under the same name is gone."""
-    return os.environ.get("REPLICA_GENERATION") or uuid.uuid4().hex[:8]
+    """The start of this replica's server (settings.REPLICA_GENERATION: drawn when the
+    settings load, in gunicorn's master before it forks its workers): processes of one
+    generation are siblings, any other generation under the same name is gone."""
+    return str(settings.REPLICA_GENERATION)
 
 
 @cache

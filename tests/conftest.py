@@ -1,14 +1,25 @@
-"""Shared fixtures. The database is SQLite unless DATABASE_URL says PostgreSQL."""
+"""Shared fixtures. The database is SQLite unless DATABASE_URL says PostgreSQL.
+
+RabbitMQ: every suite works in a throwaway vhost of its own (tests/support/broker.py),
+never in the broker's `/`: `rabbitmq_url` per module for the suites that start layers,
+replicas, fleets or workers; the whole session's settings (and the processes it starts)
+when RABBITMQ_URL is set (`make test-rabbitmq`).
+"""
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
+from django.conf import settings as django_settings
 from django.db import connection
+from django.test.utils import override_settings
 
 from devtools.databases import throwaway_database
+from tests.support.broker import throwaway_vhost
 from tests.support.server import UvicornServer
 
 
@@ -48,3 +59,34 @@ def database_url() -> Iterator[str]:
     """A throwaway PostgreSQL database for real processes (fleets, workers)."""
     with throwaway_database() as url:
         yield url
+
+
+@pytest.fixture(scope="module")
+def rabbitmq_url() -> Iterator[str]:
+    """A throwaway RabbitMQ vhost (its URL) for the module's layers, replicas, fleets
+    and workers: the job queues and the group exchange have fixed names, so a vhost of
+    its own keeps other suites and leftovers of earlier runs away. Deleted afterwards."""
+    with throwaway_vhost() as url:
+        yield url
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _session_rabbitmq_vhost() -> Iterator[None]:
+    """With RABBITMQ_URL set (`make test-rabbitmq`), the session runs in a throwaway vhost
+    of that broker: the channel layer, the jobs and every process a test starts."""
+    base: str = django_settings.RABBITMQ_URL
+    if not base:
+        yield
+        return
+    from game import jobs
+
+    with throwaway_vhost(base) as url, pytest.MonkeyPatch.context() as patch:
+        layers: dict[str, dict[str, Any]] = copy.deepcopy(django_settings.CHANNEL_LAYERS)
+        layers["default"]["CONFIG"] = {**layers["default"]["CONFIG"], "url": url}
+        patch.setenv("RABBITMQ_URL", url)
+        jobs.publisher.cache_clear()
+        try:
+            with override_settings(RABBITMQ_URL=url, CHANNEL_LAYERS=layers):
+                yield
+        finally:
+            jobs.publisher.cache_clear()

@@ -7,6 +7,7 @@ embedded mode: SQLite and the in-memory channel layer on one machine.
 from __future__ import annotations
 
 import os
+import secrets
 import socket
 from pathlib import Path
 
@@ -16,7 +17,14 @@ from csp.constants import NONE, SELF
 BASE_DIR = Path(__file__).resolve().parent.parent.parent
 
 env = environ.Env()
-environ.Env.read_env(BASE_DIR / ".env", overwrite=False)
+# A `.env` file (DJANGO_ENV_FILE names another one) fills in what the environment leaves
+# unset, and puts it into os.environ for the children. DJANGO_READ_ENV_FILE=false reads
+# none: config/settings/test.py sets it, so a developer's .env reaches no test, nor any
+# process a test starts.
+if env.bool("DJANGO_READ_ENV_FILE", default=True):
+    environ.Env.read_env(
+        env.str("DJANGO_ENV_FILE", default=str(BASE_DIR / ".env")), overwrite=False
+    )
 
 SECRET_KEY = env.str("SECRET_KEY", default="embedded-mode-insecure-key-change-me")
 DEBUG = env.bool("DEBUG", default=False)
@@ -136,6 +144,9 @@ STORAGES = {
 # Name this replica shows in `welcome.server`. The pid is added at runtime when
 # unset, so several workers of one pod stay distinguishable.
 REPLICA_NAME: str = env.str("REPLICA_NAME", default="")
+# This server's start: gunicorn's master loads the settings before it forks, so its
+# workers share it (realtime/replica.py tells siblings from a dead predecessor by it).
+REPLICA_GENERATION: str = env.str("REPLICA_GENERATION", default=secrets.token_hex(4))
 HOSTNAME = socket.gethostname()
 # The server closes frames above this with 1009 itself (deploy/uvicorn_worker.py).
 MAX_FRAME_BYTES: int = env.int("MAX_FRAME_BYTES", default=16384)

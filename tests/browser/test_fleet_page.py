@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import secrets
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,16 +15,14 @@ from tests.browser.test_page import NewPage, enter_by_link, enter_from_lobby, pl
 
 pytestmark = [pytest.mark.browser, pytest.mark.fleet]
 
-RABBITMQ_URL = os.environ.get("RABBITMQ_TEST_URL", "amqp://guest:guest@127.0.0.1:5672/%2f")
-
 
 @pytest.fixture
-def fleet(database_url: str, tmp_path: Path) -> Iterator[Fleet]:
+def fleet(database_url: str, rabbitmq_url: str, tmp_path: Path) -> Iterator[Fleet]:
     fleet = Fleet(
         2,
         settings="config.settings.test",
         database_url=database_url,
-        rabbitmq_url=RABBITMQ_URL,
+        rabbitmq_url=rabbitmq_url,
         log_dir=tmp_path / "fleet",
         env={"GRACEFUL_SHUTDOWN_SECONDS": "3", "DRAIN_READINESS_DELAY_SECONDS": "0"},
     )

@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import itertools
 import json
-import os
 import re
 import time
 import urllib.error
@@ -35,7 +34,6 @@ from tests.support.timing import budget
 
 pytestmark = [pytest.mark.e2e, pytest.mark.fleet]
 
-RABBITMQ_URL = os.environ.get("RABBITMQ_TEST_URL", "amqp://guest:guest@127.0.0.1:5672/%2f")
 
 PRESENCE_HEARTBEAT = 1.0
 PRESENCE_TIMEOUT = 4.0
@@ -95,12 +93,14 @@ def _log_excerpt(log_dir: Path, limit: int = 60) -> str:
     return "\n".join(lines[-limit:])
 
 
-def _start_fleet(replicas: int, database_url: str, log_dir: Path) -> Iterator[Fleet]:
+def _start_fleet(
+    replicas: int, database_url: str, rabbitmq_url: str, log_dir: Path
+) -> Iterator[Fleet]:
     fleet = Fleet(
         replicas,
         settings="config.settings.test",
         database_url=database_url,
-        rabbitmq_url=RABBITMQ_URL,
+        rabbitmq_url=rabbitmq_url,
         log_dir=log_dir,
         env=FLEET_ENV,
     )
@@ -114,15 +114,15 @@ def _start_fleet(replicas: int, database_url: str, log_dir: Path) -> Iterator[Fl
 
 
 @pytest.fixture
-def fleet(database_url: str, tmp_path: Path) -> Iterator[Fleet]:
+def fleet(database_url: str, rabbitmq_url: str, tmp_path: Path) -> Iterator[Fleet]:
     """Three replicas behind HAProxy with short drain and presence timings."""
-    yield from _start_fleet(3, database_url, tmp_path / "fleet")
+    yield from _start_fleet(3, database_url, rabbitmq_url, tmp_path / "fleet")
 
 
 @pytest.fixture
-def fleet2(database_url: str, tmp_path: Path) -> Iterator[Fleet]:
+def fleet2(database_url: str, rabbitmq_url: str, tmp_path: Path) -> Iterator[Fleet]:
     """Two replicas, where a third adds nothing."""
-    yield from _start_fleet(2, database_url, tmp_path / "fleet")
+    yield from _start_fleet(2, database_url, rabbitmq_url, tmp_path / "fleet")
 
 
 class Crowd:

@@ -26,17 +26,16 @@ from devtools.processes import Child, free_port, http_status, pid_alive
 
 pytestmark = [pytest.mark.e2e, pytest.mark.fleet]
 
-RABBITMQ_URL = os.environ.get("RABBITMQ_TEST_URL", "amqp://guest:guest@127.0.0.1:5672/%2f")
 ROOM = "fleet-launcher"
 
 
 @pytest.fixture
-def fleet(database_url: str, tmp_path: Path) -> Fleet:
+def fleet(database_url: str, rabbitmq_url: str, tmp_path: Path) -> Fleet:
     return Fleet(
         2,
         settings="config.settings.test",
         database_url=database_url,
-        rabbitmq_url=RABBITMQ_URL,
+        rabbitmq_url=rabbitmq_url,
         log_dir=tmp_path / "fleet",
         # Short drain window: nothing here waits on clients to leave by themselves.
         env={"GRACEFUL_SHUTDOWN_SECONDS": "3"},
@@ -135,7 +134,9 @@ def _run(action: Callable[[], None], failures: list[BaseException]) -> None:
         failures.append(exc)
 
 
-def test_the_cli_keeps_its_status_file_for_scripts(database_url: str, tmp_path: Path) -> None:
+def test_the_cli_keeps_its_status_file_for_scripts(
+    database_url: str, rabbitmq_url: str, tmp_path: Path
+) -> None:
     """`python -m devtools.fleet --status-file` (what `make loadtest` reads): ready once
     the balancer serves, a rolling restart counted once it is done (SIGHUP), stopped."""
     status_path = tmp_path / "status.json"
@@ -143,7 +144,7 @@ def test_the_cli_keeps_its_status_file_for_scripts(database_url: str, tmp_path: 
     argv = [sys.executable, "-m", "devtools.fleet", "--replicas", "1"]
     argv += ["--port", str(lb_port), "--replica-base-port", str(web_port)]
     argv += ["--settings", "config.settings.test", "--database-url", database_url]
-    argv += ["--rabbitmq-url", RABBITMQ_URL, "--log-dir", str(tmp_path / "fleet")]
+    argv += ["--rabbitmq-url", rabbitmq_url, "--log-dir", str(tmp_path / "fleet")]
     argv += ["--status-file", str(status_path)]
     cli = Child("fleet-cli", tmp_path / "cli.log")
     cli.spawn(argv, {**os.environ, "GRACEFUL_SHUTDOWN_SECONDS": "3"})

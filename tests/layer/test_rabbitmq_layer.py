@@ -4,7 +4,8 @@ The first group of tests is a contract run on both the in-memory layer and
 ours, so the game behaves the same in the embedded mode and in the fleet.
 The rest prove the defects known in channels-rabbitmq 4.0.1 are absent here
 (see ../shared/LAYER-NOTES.md): cancellation, slow consumers, silent drops,
-vhost, broker restarts.
+vhost, broker restarts. The module's layers live in a throwaway vhost (`rabbitmq_url`,
+tests/conftest.py): the group exchange has a fixed name.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from channels.layers import BaseChannelLayer, InMemoryChannelLayer
 from prometheus_client import REGISTRY
 
 from layer.rabbitmq import LayerUnavailable, RabbitMQChannelLayer
-from tests.support.broker import RABBITMQ_URL, broker_stopped
+from tests.support.broker import broker_stopped
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -88,22 +89,22 @@ async def layer(request: pytest.FixtureRequest) -> AsyncIterator[BaseChannelLaye
     if request.param == "memory":
         yield InMemoryChannelLayer(capacity=10)
         return
-    rabbit = RabbitMQChannelLayer(RABBITMQ_URL, capacity=10)
+    rabbit = RabbitMQChannelLayer(request.getfixturevalue("rabbitmq_url"), capacity=10)
     yield rabbit
     await rabbit.close()
 
 
 @pytest.fixture
-async def rabbit() -> AsyncIterator[RabbitMQChannelLayer]:
-    layer = RabbitMQChannelLayer(RABBITMQ_URL, capacity=10, publish_timeout=30)
+async def rabbit(rabbitmq_url: str) -> AsyncIterator[RabbitMQChannelLayer]:
+    layer = RabbitMQChannelLayer(rabbitmq_url, capacity=10, publish_timeout=30)
     yield layer
     await layer.close()
 
 
 @pytest.fixture
-async def other_rabbit() -> AsyncIterator[RabbitMQChannelLayer]:
+async def other_rabbit(rabbitmq_url: str) -> AsyncIterator[RabbitMQChannelLayer]:
     """A second, independent node: its own connection and exclusive queue."""
-    layer = RabbitMQChannelLayer(RABBITMQ_URL, capacity=10, publish_timeout=30)
+    layer = RabbitMQChannelLayer(rabbitmq_url, capacity=10, publish_timeout=30)
     yield layer
     await layer.close()
 
@@ -268,12 +269,14 @@ async def test_a_receiver_woken_then_cancelled_passes_the_message_on(
 # --- across processes -------------------------------------------------------------
 
 
-async def test_groups_and_send_work_across_two_processes(rabbit: RabbitMQChannelLayer) -> None:
+async def test_groups_and_send_work_across_two_processes(
+    rabbit: RabbitMQChannelLayer, rabbitmq_url: str
+) -> None:
     peer = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
         "tests.support.layer_peer",
-        RABBITMQ_URL,
+        rabbitmq_url,
         cwd=ROOT,
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
@@ -415,8 +418,8 @@ async def test_unread_channel_does_not_stall_the_process(rabbit: RabbitMQChannel
     assert dropped("full") - before == 990  # counted, not silent
 
 
-async def test_messages_older_than_expiry_are_dropped_and_counted() -> None:
-    layer = RabbitMQChannelLayer(RABBITMQ_URL, expiry=1)
+async def test_messages_older_than_expiry_are_dropped_and_counted(rabbitmq_url: str) -> None:
+    layer = RabbitMQChannelLayer(rabbitmq_url, expiry=1)
     try:
         before = dropped("expired")
         channel = await layer.new_channel()
@@ -430,9 +433,11 @@ async def test_messages_older_than_expiry_are_dropped_and_counted() -> None:
         await layer.close()
 
 
-async def test_large_capacity_still_delivers(rabbit: RabbitMQChannelLayer) -> None:
+async def test_large_capacity_still_delivers(
+    rabbit: RabbitMQChannelLayer, rabbitmq_url: str
+) -> None:
     """channels-rabbitmq delivers nothing above 65535 (a 16-bit prefetch); no such limit here."""
-    layer = RabbitMQChannelLayer(RABBITMQ_URL, capacity=100_000)
+    layer = RabbitMQChannelLayer(rabbitmq_url, capacity=100_000)
     try:
         channel = await layer.new_channel()
         await layer.group_add("room.big", channel)
@@ -525,8 +530,10 @@ async def test_reconnect_listeners_outlive_the_request_that_started_the_layer(
     assert isinstance(await asyncio.wait_for(read, 30), int)
 
 
-async def test_publish_gives_up_after_publish_timeout_while_the_broker_is_down() -> None:
-    layer = RabbitMQChannelLayer(RABBITMQ_URL, publish_timeout=1.0)
+async def test_publish_gives_up_after_publish_timeout_while_the_broker_is_down(
+    rabbitmq_url: str,
+) -> None:
+    layer = RabbitMQChannelLayer(rabbitmq_url, publish_timeout=1.0)
     try:
         channel = await layer.new_channel()
         await layer.group_add("room.down", channel)

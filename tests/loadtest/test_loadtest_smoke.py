@@ -29,9 +29,9 @@ CREATE_VENV = (
     "python3.11 -m venv .venv-loadtest && "
     ".venv-loadtest/bin/python -m pip install -r requirements/loadtest.txt"
 )
-RABBITMQ_URL = os.environ.get("RABBITMQ_TEST_URL", "amqp://guest:guest@127.0.0.1:5672/%2f")
 # Short drain so the mid-run restart of web-1 fits in the swarm's 15 seconds.
 FLEET_ENV = {
+    "MAX_SOCKETS_PER_ADDRESS": "100000",  # the swarm comes from one address
     "DRAIN_READINESS_DELAY_SECONDS": "0.5",
     "DRAIN_WINDOW_SECONDS": "1",
     "GRACEFUL_SHUTDOWN_SECONDS": "3",
@@ -73,7 +73,7 @@ def drain_web1_once(fleet: Fleet, failures: list[BaseException], stop: threading
 
 
 def test_every_scenario_runs_through_a_drain_without_loss_or_failure(
-    database_url: str, tmp_path: Path
+    database_url: str, rabbitmq_url: str, tmp_path: Path
 ) -> None:
     if not LOADTEST_PYTHON.exists():
         pytest.fail(
@@ -91,7 +91,7 @@ def test_every_scenario_runs_through_a_drain_without_loss_or_failure(
         2,
         settings="config.settings.test",
         database_url=database_url,
-        rabbitmq_url=RABBITMQ_URL,
+        rabbitmq_url=rabbitmq_url,
         log_dir=tmp_path / "fleet",
         env=FLEET_ENV,
     ) as fleet:

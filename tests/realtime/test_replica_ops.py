@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from gameclient.connection import Connection
-from tests.support.broker import RABBITMQ_URL, broker_stopped
+from tests.support.broker import broker_stopped
 from tests.support.http import get_json
 from tests.support.server import UvicornServer
 
@@ -22,10 +22,13 @@ pytestmark = pytest.mark.e2e
 
 
 @pytest.fixture
-def rabbit_replica(server_env: dict[str, str], tmp_path: Path) -> Iterator[UvicornServer]:
+def rabbit_replica(
+    server_env: dict[str, str], rabbitmq_url: str, tmp_path: Path
+) -> Iterator[UvicornServer]:
+    """A replica on its own SQLite file and the module's throwaway vhost."""
     env = {
         **server_env,
-        "RABBITMQ_URL": RABBITMQ_URL,
+        "RABBITMQ_URL": rabbitmq_url,
         "DRAIN_READINESS_DELAY_SECONDS": "1",
         "DRAIN_WINDOW_SECONDS": "2",
     }

@@ -2,9 +2,9 @@
 
 - `Worker`: one `python manage.py run_workers` process, the leader of its own process
   group, its output in a log file; SIGKILL or SIGTERM it, read its Prometheus metrics.
-- `throwaway_vhost()`: a RabbitMQ vhost of its own (the job queue names are fixed,
-  so a vhost keeps other suites' workers and leftovers away); `purge_job_queues()`
-  empties the job queues before a test.
+- `throwaway_vhost()` (tests/support/broker.py, the one helper for vhosts): a RabbitMQ
+  vhost of its own (the job queue names are fixed, so a vhost keeps other suites'
+  workers and leftovers away); `purge_job_queues()` empties the job queues before a test.
 - `migrate()`, `reset_tables()`, `query()`: the PostgreSQL database of a test module
   (devtools.databases' `throwaway_database()`), read with psycopg (the test process's
   Django database stays whatever pytest-django set up).
@@ -21,7 +21,6 @@ import json
 import os
 import re
 import secrets
-import shutil
 import signal
 import subprocess
 import sys
@@ -30,11 +29,10 @@ import urllib.request
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote, urlsplit, urlunsplit
+from urllib.parse import urlsplit, urlunsplit
 
 from devtools.processes import ROOT, Child, free_port
-
-RABBITMQ_URL = os.environ.get("RABBITMQ_TEST_URL", "amqp://guest:guest@127.0.0.1:5672/%2f")
+from tests.support.broker import throwaway_vhost as throwaway_vhost  # the suites import it here
 
 JOBS_QUEUE = "tictac.jobs"
 DEAD_QUEUE = "tictac.jobs.dead"
@@ -58,39 +56,6 @@ _no_proxy = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 def retry_queue(delay: float) -> str:
     """workers.topology.retry_queue, without importing the app into the test process."""
     return f"tictac.jobs.retry.{delay:g}s"
-
-
-def _rabbitmqctl(*args: str, within: float = 60.0) -> None:
-    """Run rabbitmqctl, retrying while the broker is down (another suite may restart it)."""
-    deadline = time.monotonic() + within
-    while True:
-        result = subprocess.run(["rabbitmqctl", *args], capture_output=True, timeout=60)
-        if result.returncode == 0:
-            return
-        if time.monotonic() > deadline:
-            raise RuntimeError(f"rabbitmqctl {' '.join(args)}: {result.stderr.decode()[-500:]}")
-        time.sleep(0.5)
-
-
-@contextlib.contextmanager
-def throwaway_vhost(base_url: str = RABBITMQ_URL) -> Iterator[str]:
-    """A fresh vhost `tictac_test_<hex>` with the URL's user allowed in; deleted afterwards.
-
-    Without `rabbitmqctl` on this machine (a remote broker) the base URL's vhost is
-    used as it is, and the tests rely on `purge_job_queues()` alone.
-    """
-    if shutil.which("rabbitmqctl") is None:
-        yield base_url
-        return
-    name = f"tictac_test_{secrets.token_hex(4)}"
-    user = urlsplit(base_url).username or "guest"
-    _rabbitmqctl("add_vhost", name)
-    try:
-        _rabbitmqctl("set_permissions", "-p", name, user, ".*", ".*", ".*")
-        yield urlunsplit(urlsplit(base_url)._replace(path="/" + quote(name, safe="")))
-    finally:
-        with contextlib.suppress(OSError, subprocess.SubprocessError, RuntimeError):
-            _rabbitmqctl("delete_vhost", name, within=60)
 
 
 async def purge_job_queues(
