@@ -26,7 +26,6 @@ from typing import Any
 import psycopg
 import pytest
 
-from devtools.databases import throwaway_database
 from game import rules
 from tests.support.timing import budget
 from tests.support.workers import (
@@ -34,10 +33,7 @@ from tests.support.workers import (
     JOBS_QUEUE,
     Worker,
     django_env,
-    migrate,
-    purge_job_queues,
     query,
-    reset_tables,
     run_play_script,
     script_result,
 )
@@ -52,19 +48,6 @@ WITHIN = budget(60.0)
 
 
 # --- fixtures -------------------------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def database_url() -> Iterator[str]:
-    with throwaway_database() as url:
-        migrate(url)
-        yield url
-
-
-@pytest.fixture
-def clean(database_url: str, rabbitmq_url: str) -> None:
-    reset_tables(database_url)
-    asyncio.run(purge_job_queues(rabbitmq_url))
 
 
 @pytest.fixture
@@ -261,6 +244,22 @@ def second_worker_finishes(
 # --- the tests ------------------------------------------------------------------------
 
 
+def busy_worker(
+    start_worker: Callable[..., Worker],
+    name: str,
+    grace: float,
+    database_url: str,
+    rabbitmq_url: str,
+    tmp_path: Path,
+) -> tuple[Worker, list[dict[str, Any]]]:
+    """A worker with a full hand of jobs stuck on the locked leaderboard, and the plan."""
+    plan = plan_games(GAMES)
+    worker = start_worker(name, grace=grace)
+    play_all(plan, database_url, rabbitmq_url, tmp_path)
+    holding_a_full_hand(worker, rabbitmq_url, len(plan))
+    return worker, plan
+
+
 def test_sigterm_finishes_the_jobs_in_hand_acks_them_and_exits_0(
     start_worker: Callable[..., Worker],
     leaderboard_locked: Callable[[], None],
@@ -269,10 +268,9 @@ def test_sigterm_finishes_the_jobs_in_hand_acks_them_and_exits_0(
     tmp_path: Path,
 ) -> None:
     grace = 60.0
-    plan = plan_games(GAMES)
-    worker = start_worker("draining", grace=grace)
-    play_all(plan, database_url, rabbitmq_url, tmp_path)
-    holding_a_full_hand(worker, rabbitmq_url, len(plan))
+    worker, plan = busy_worker(
+        start_worker, "draining", grace, database_url, rabbitmq_url, tmp_path
+    )
 
     sent = sigterm(worker)
     leaderboard_locked()  # its jobs can finish now
@@ -296,10 +294,9 @@ def test_sigterm_hands_back_jobs_unfinished_at_the_end_of_the_grace_and_exits_0(
     tmp_path: Path,
 ) -> None:
     grace = 2.0
-    plan = plan_games(GAMES)
-    worker = start_worker("out-of-time", grace=grace)
-    play_all(plan, database_url, rabbitmq_url, tmp_path)
-    holding_a_full_hand(worker, rabbitmq_url, len(plan))
+    worker, plan = busy_worker(
+        start_worker, "out-of-time", grace, database_url, rabbitmq_url, tmp_path
+    )
 
     sigterm(worker)
     # The lock stays: no job in hand can finish within the grace.

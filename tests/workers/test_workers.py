@@ -34,7 +34,6 @@ import aio_pika
 import psycopg
 import pytest
 
-from devtools.databases import throwaway_database
 from devtools.fleet import Fleet
 from devtools.processes import Child
 from game import rules
@@ -51,15 +50,11 @@ from tests.support.workers import (
     Worker,
     Workers,
     django_env,
-    migrate,
-    purge_job_queues,
     query,
-    reset_tables,
     retry_queue,
     run_play_script,
     script_failed,
     script_result,
-    throwaway_vhost,
 )
 
 pytestmark = [pytest.mark.e2e, pytest.mark.fleet]
@@ -73,26 +68,6 @@ def metric(name: str, **values: Any) -> None:
 
 
 # --- fixtures -------------------------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def rabbitmq_url() -> Iterator[str]:
-    with throwaway_vhost() as url:
-        yield url
-
-
-@pytest.fixture(scope="module")
-def database_url() -> Iterator[str]:
-    with throwaway_database() as url:
-        migrate(url)
-        yield url
-
-
-@pytest.fixture
-def clean(database_url: str, rabbitmq_url: str) -> None:
-    """No rows and no queued jobs left over from an earlier test or run."""
-    reset_tables(database_url)
-    asyncio.run(purge_job_queues(rabbitmq_url))
 
 
 @pytest.fixture
