@@ -301,6 +301,21 @@ class Workers:
         return "\n".join(f"--- {w.name} ({w.log_path}):\n{w.log()[-chars:]}" for w in self)
 
 
+def expected_totals(plan: list[dict[str, Any]]) -> dict[str, tuple[int, int, int]]:
+    """name -> (wins, losses, draws) after every game of the plan is counted once."""
+    tally: dict[str, list[int]] = {}
+    for game in plan:
+        for mark, name in (("X", game["x"]), ("O", game["o"])):
+            row = tally.setdefault(name, [0, 0, 0])
+            if game["winner"] is None:
+                row[2] += 1
+            elif game["winner"] == mark:
+                row[0] += 1
+            else:
+                row[1] += 1
+    return {name: (w, lo, d) for name, (w, lo, d) in tally.items()}
+
+
 # --- the game-playing script ----------------------------------------------------------
 
 

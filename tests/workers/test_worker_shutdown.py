@@ -33,6 +33,7 @@ from tests.support.workers import (
     JOBS_QUEUE,
     Worker,
     django_env,
+    expected_totals,
     query,
     run_play_script,
     script_result,
@@ -121,16 +122,6 @@ def plan_games(count: int) -> list[dict[str, Any]]:
         plan.append({"room": f"sigterm-{i:02d}", "x": x, "o": o, "cells": cells, "winner": winner})
     assert {g["winner"] for g in plan} == {"X", None}, "both wins and draws"
     return plan
-
-
-def expected_totals(plan: list[dict[str, Any]]) -> dict[str, tuple[int, int, int]]:
-    """name -> (wins, losses, draws) with every game counted once."""
-    tally: dict[str, list[int]] = {}
-    for game in plan:
-        for mark, name in (("X", game["x"]), ("O", game["o"])):
-            row = tally.setdefault(name, [0, 0, 0])
-            row[2 if game["winner"] is None else 0 if game["winner"] == mark else 1] += 1
-    return {name: (w, lo, d) for name, (w, lo, d) in tally.items()}
 
 
 def totals(database_url: str) -> dict[str, tuple[int, int, int]]:

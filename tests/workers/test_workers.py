@@ -50,6 +50,7 @@ from tests.support.workers import (
     Worker,
     Workers,
     django_env,
+    expected_totals,
     query,
     retry_queue,
     run_play_script,
@@ -176,21 +177,6 @@ def plan_games(count: int, *, seed: int, prefix: str) -> list[dict[str, Any]]:
         winner = rules.outcome(board).winner
         plan.append({"room": f"{prefix}-{i:03d}", "x": x, "o": o, "cells": cells, "winner": winner})
     return plan
-
-
-def expected_totals(plan: list[dict[str, Any]]) -> dict[str, tuple[int, int, int]]:
-    """name -> (wins, losses, draws) after every game of the plan is counted once."""
-    tally: dict[str, list[int]] = {}
-    for game in plan:
-        for mark, name in (("X", game["x"]), ("O", game["o"])):
-            row = tally.setdefault(name, [0, 0, 0])
-            if game["winner"] is None:
-                row[2] += 1
-            elif game["winner"] == mark:
-                row[0] += 1
-            else:
-                row[1] += 1
-    return {name: (w, lo, d) for name, (w, lo, d) in tally.items()}
 
 
 def leaderboard_rows(database_url: str) -> dict[str, tuple[int, ...]]:
