@@ -17,7 +17,7 @@ from typing import Any
 
 from django.conf import settings
 
-from . import matchmaking, play, results, services, signals
+from . import lifecycle, matchmaking, play, results, services, signals
 from .aio import call
 from .rooms import Applied, Presence, RoomRow
 
@@ -47,27 +47,31 @@ def publisher() -> Any:
         settings.RABBITMQ_URL,
         kinds=KINDS,
         retry_delays=settings.JOB_RETRY_DELAYS,
+        delivery_limit=settings.JOB_DELIVERY_LIMIT,
         timeout=settings.LAYER_PUBLISH_TIMEOUT_SECONDS,
     )
 
 
-async def dispatch(kind: str, payload: dict[str, Any], *, key: str) -> None:
-    """Hand a job to the fleet, or run it here in the embedded mode.
+async def dispatch(kind: str, payload: dict[str, Any], *, key: str, delay: float = 0.0) -> None:
+    """Hand a job to the fleet, or run it here in the embedded mode; with `delay`, it
+    runs that many seconds later (on the fleet a delay queue holds it, not a worker).
 
     A failed publish is logged, not raised: the state it follows is committed,
     and the workers' sweep finds the job's work undone.
     """
     if not settings.RABBITMQ_URL:
-        _spawn(_run_here(kind, payload))
+        _spawn(_run_here(kind, payload, delay))
         return
     try:
-        await publisher().publish(kind, payload, key=key)
+        await publisher().publish(kind, payload, key=key, delay=delay)
     except Exception:
         log.exception("could not publish %s %s; the workers' sweep will redo it", kind, key)
 
 
-async def _run_here(kind: str, payload: dict[str, Any]) -> None:
+async def _run_here(kind: str, payload: dict[str, Any], delay: float = 0.0) -> None:
     try:
+        if delay > 0:
+            await asyncio.sleep(delay)
         await HANDLERS[kind](payload)
     except Exception:
         log.exception("job %s failed in process", kind)
@@ -101,9 +105,12 @@ async def after_write(applied: Applied, presence: Presence) -> None:
             "room": row.code,
             "version": row.version,
             "row": list(row.public()),
+            "seats": list(row.seats()),
             "presence": list(presence.public()),
         }
-        await dispatch(BOT_MOVE, payload, key=f"{row.code}:{row.version}")
+        await dispatch(
+            BOT_MOVE, payload, key=f"{row.code}:{row.version}", delay=settings.BOT_THINK_SECONDS
+        )
 
 
 # --- handlers ----------------------------------------------------------------------
@@ -123,8 +130,8 @@ async def bot_move(payload: dict[str, Any]) -> None:
     room, version = str(payload["room"]), payload["version"]
     if not isinstance(version, int):
         raise ValueError("version must be an integer")
-    known = RoomRow.from_public(payload["row"]) if "row" in payload else None
-    await asyncio.sleep(settings.BOT_THINK_SECONDS)
+    known = RoomRow.from_public(payload["row"], payload.get("seats")) if "row" in payload else None
+    # The think time (BOT_THINK_SECONDS) is the job's delay (after_write): no sleep here.
     applied = await play.bot_move(code=room, version=version, known=known)
     if applied is None:
         return
@@ -163,10 +170,32 @@ HANDLERS = {GAME_FINISHED: game_finished, BOT_MOVE: bot_move, MATCH_PAIR: match_
 
 
 async def sweep() -> None:
-    """Redo work whose job never arrived; run periodically by every worker."""
+    """Redo work whose job never arrived, free what nobody uses; run periodically by every
+    worker (by the replica's heartbeat in the embedded mode)."""
     for key in await call(results.results_uncounted, older_than_seconds=5.0):
         await game_finished({"key": key})
     late = settings.BOT_THINK_SECONDS + 5.0
     for room, version in await call(services.rooms_awaiting_bot, older_than_seconds=late):
         await bot_move({"room": room, "version": version})
     await match_pair({})
+    await release_away_seats()
+    await call(lifecycle.rooms_remove_empty, older_than_seconds=settings.EMPTY_ROOM_SECONDS)
+
+
+async def release_away_seats() -> None:
+    """Release every seat whose holder has been away too long, as `leave` would: the room
+    is told (`left`, reason offline), a forfeited game counted. Several workers may find
+    the same seat; the compare-and-swap lets one of them release it."""
+    away = await call(
+        lifecycle.seats_away, older_than_seconds=settings.SEAT_OFFLINE_RELEASE_SECONDS
+    )
+    for room, mark, holder in away:
+        applied = await play.release(code=room, mark=mark, holder=holder)
+        if applied is None:
+            continue
+        found = await play.view(room)
+        presence = found[1] if found is not None else Presence()
+        await signals.announce(
+            signals.seat_left, applied=applied, presence=presence, reason="offline"
+        )
+        await after_write(applied, presence)

@@ -31,6 +31,11 @@ class Room(models.Model):
     # Marks that asked for a new game, in asking order ("", "X", "O", "XO", "OX").
     rematch = models.CharField(max_length=2, blank=True, default="")
     games_started = models.PositiveIntegerField(default=1)
+    # When a socket holding the seat last closed (or its replica was found dead): a
+    # seat with no open socket is released SEAT_OFFLINE_RELEASE_SECONDS after this (or
+    # after `updated_at` if no socket ever held it: a quick-match seat nobody took).
+    x_away_since = models.DateTimeField(null=True, blank=True)
+    o_away_since = models.DateTimeField(null=True, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
@@ -74,7 +79,10 @@ class GameResult(models.Model):
 
     # "<room>:<version the finishing move made>" (rooms.result_key)
     key = models.CharField(primary_key=True, max_length=64)
-    room = models.ForeignKey(Room, on_delete=models.CASCADE, related_name="results")
+    # Null once the room was removed (empty rooms go, their finished games stay).
+    room = models.ForeignKey(
+        Room, null=True, blank=True, on_delete=models.SET_NULL, related_name="results"
+    )
     x_name = models.CharField(max_length=32)
     o_name = models.CharField(max_length=32)
     x_bot = models.BooleanField(default=False)

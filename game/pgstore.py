@@ -50,7 +50,17 @@ READ_ROW = (
     sql.SQL("SELECT {row} FROM game_room WHERE code = %(code)s").format(row=ROW).as_string(None)
 )
 
-SEAT = sql.SQL("UPDATE game_connection SET mark = %(mark)s WHERE channel_name = %(channel)s")
+# A seat reclaimed with its token: only while the seat is still the token's (a release
+# committed meanwhile turns the socket into a spectator: no rows, `bad_token`).
+SEAT = sql.SQL(
+    """
+    UPDATE game_connection SET mark = %(mark)s
+    WHERE channel_name = %(channel)s AND EXISTS (
+        SELECT 1 FROM game_room WHERE code = %(code)s
+          AND CASE %(mark)s WHEN 'X' THEN x_token_hash ELSE o_token_hash END = %(hash)s)
+    RETURNING 1
+    """
+)
 
 
 OPEN = (
@@ -89,12 +99,19 @@ OPEN = (
     .as_string(None)
 )
 
+VERSIONS = "SELECT code, version FROM game_room WHERE code = ANY(%(codes)s)"
+
 CLOSE = sql.SQL(
     """
     WITH ticket AS (
         DELETE FROM game_matchticket WHERE channel_name = %(channel)s AND room_id IS NULL
     ), gone AS (
-        DELETE FROM game_connection WHERE channel_name = %(channel)s RETURNING 1
+        DELETE FROM game_connection WHERE channel_name = %(channel)s RETURNING room_id, mark
+    ), away AS (
+        UPDATE game_room r
+        SET x_away_since = CASE WHEN g.mark = 'X' THEN now() ELSE r.x_away_since END,
+            o_away_since = CASE WHEN g.mark = 'O' THEN now() ELSE r.o_away_since END
+        FROM gone g WHERE r.code = g.room_id AND g.mark <> ''
     )
     SELECT count(*) FROM gone
     """
@@ -160,6 +177,7 @@ def _write_statement(
     rematch_guard: bool,
     finished: bool,
     seat: bool,
+    vacated: bool,
 ) -> str:
     """One statement per shape of write (a handful in all), rendered once: psycopg
     prepares it on a connection after its fifth use."""
@@ -182,8 +200,8 @@ def _write_statement(
             sql.SQL(
                 ", result AS (INSERT INTO game_gameresult"
                 " (key, room_id, x_name, o_name, x_bot, o_bot, winner, finished_at, counted)"
-                " SELECT %(key)s, code, x_name, o_name, x_bot <> '', o_bot <> '', %(winner)s,"
-                " now(), false FROM moved)"
+                " SELECT %(key)s, code, %(x_name)s, %(o_name)s, %(x_bot)s, %(o_bot)s,"
+                " %(winner)s, now(), false FROM moved)"
             )
         )
     if seat:
@@ -191,6 +209,14 @@ def _write_statement(
             sql.SQL(
                 ", seat AS (UPDATE game_connection SET mark = %(mark)s"
                 " WHERE channel_name = %(channel)s AND EXISTS (SELECT 1 FROM moved))"
+            )
+        )
+    if vacated:
+        parts.append(
+            sql.SQL(
+                ", vacated AS (UPDATE game_connection SET mark = ''"
+                " WHERE room_id = %(code)s AND mark = %(vacated)s"
+                " AND EXISTS (SELECT 1 FROM moved))"
             )
         )
     parts.append(sql.SQL(" SELECT {row} FROM moved").format(row=ROW))
@@ -259,17 +285,34 @@ class PgStore:
         seat = write.seat is not None and channel_name is not None
         if not write.changes and not write.bump:  # a seat reclaimed with its token
             if seat:
+                assert write.seat is not None
+                reclaim = {
+                    "mark": write.seat,
+                    "channel": channel_name,
+                    "code": row.code,
+                    "hash": row.seat(write.seat).token_hash,
+                }
                 async with pool.connection() as conn:
-                    await conn.execute(SEAT, {"mark": write.seat, "channel": channel_name})
+                    cursor = await conn.execute(SEAT, reclaim)
+                    if await cursor.fetchone() is None:
+                        return None  # released meanwhile: the caller re-reads
             return row
         changes = dict(write.changes)
         params: dict[str, Any] = {"v_" + column: value for column, value in changes.items()}
         params.update(code=row.code, version=row.version, rematch_was=write.rematch_was)
         if write.finished is not None:
-            params["key"] = result_key(row.code, row.version + 1)
-            params["winner"] = write.finished.winner or ""
+            params.update(
+                key=result_key(row.code, row.version + 1),
+                winner=write.finished.winner or "",
+                x_name=row.x_name,
+                o_name=row.o_name,
+                x_bot=bool(row.x_bot),
+                o_bot=bool(row.o_bot),
+            )
         if seat:
             params.update(mark=write.seat, channel=channel_name)
+        if write.vacated is not None:
+            params["vacated"] = write.vacated
         statement = _write_statement(
             tuple(changes),
             write.bump,
@@ -277,6 +320,7 @@ class PgStore:
             write.rematch_was is not None,
             write.finished is not None,
             seat,
+            write.vacated is not None,
         )
         values = await self._batched(row.code, statement, params)
         return None if values is None else _row(values)
@@ -297,7 +341,12 @@ class PgStore:
         }
         async with pool.connection() as conn:
             for _ in range(3):
-                cursor = await conn.execute(OPEN, params)
+                try:
+                    cursor = await conn.execute(OPEN, params)
+                except psycopg.errors.ForeignKeyViolation:
+                    # The workers removed the (empty, idle) room as this socket came:
+                    # the next run creates it again.
+                    continue
                 values = await cursor.fetchone()
                 if values is not None:
                     break
@@ -307,6 +356,14 @@ class PgStore:
                 raise LookupError(f"room {code!r} neither created nor found")
         presence = Presence.from_public(values[len(COLUMNS) : len(COLUMNS) + 4])
         return _row(values), presence, bool(values[-1])
+
+    async def versions(self, codes: list[str]) -> dict[str, int]:
+        """The current version of each of these rooms (gone rooms left out): one statement."""
+        pool = await self._ready()
+        async with pool.connection() as conn:
+            cursor = await conn.execute(VERSIONS, {"codes": codes})
+            rows: list[tuple[str, int]] = await cursor.fetchall()
+            return dict(rows)
 
     async def count_result(self, *, key: str) -> bool:
         """Apply one finished game to the leaderboard, once: True if it was counted now."""

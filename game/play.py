@@ -26,7 +26,7 @@ from .exceptions import GameError
 from .pgstore import PgStore, conninfo
 from .rooms import Applied, Presence, RoomRow, Write
 from .rules import Mark
-from .selectors import room_view
+from .selectors import room_versions, room_view
 
 Plan = Callable[[RoomRow], Write | None]
 
@@ -96,7 +96,7 @@ async def act(
             continue
         after = await pg.apply(row, write, channel_name=channel_name)
         if after is not None:
-            return Applied(after, write)
+            return Applied(after, write, row)
         row = None  # somebody wrote first
     raise RuntimeError("room kept changing under a writer; gave up")
 
@@ -110,16 +110,18 @@ async def move(
     *,
     code: str,
     mark: Mark | None,
+    holder: str | None,
     cell: object,
     version: int | None,
     known: RoomRow | None,
     via: PgStore | None = None,
 ) -> Applied:
+    """`holder`: the hash of the token the socket holds its seat by (rooms.check_holder)."""
     rooms.check_move_request(mark, cell)  # not_joined, bad_cell: no room needed
     return _sure(
         await act(
             code,
-            lambda row: rooms.plan_move(row, mark=mark, cell=cell, version=version),
+            lambda row: rooms.plan_move(row, mark=mark, holder=holder, cell=cell, version=version),
             known=known,
             via=via,
         )
@@ -144,24 +146,64 @@ async def join(
 
 
 async def invite_bot(
-    *, code: str, held: Mark | None, level: rules.Level, known: RoomRow | None
+    *, code: str, held: Mark | None, holder: str | None, level: rules.Level, known: RoomRow | None
 ) -> Applied:
     if held is None:
         raise GameError("not_joined")
     return _sure(
-        await act(code, lambda row: rooms.plan_bot_invite(row, held=held, level=level), known=known)
+        await act(
+            code,
+            lambda row: rooms.plan_bot_invite(row, held=held, holder=holder, level=level),
+            known=known,
+        )
     )
 
 
-async def rematch(*, code: str, mark: Mark | None, known: RoomRow | None) -> Applied:
+async def rematch(
+    *, code: str, mark: Mark | None, holder: str | None, known: RoomRow | None
+) -> Applied:
     if mark is None:
         raise GameError("not_joined")
-    return _sure(await act(code, lambda row: rooms.plan_rematch(row, mark=mark), known=known))
+    return _sure(
+        await act(code, lambda row: rooms.plan_rematch(row, mark=mark, holder=holder), known=known)
+    )
+
+
+async def leave(
+    *, code: str, mark: Mark | None, holder: str | None, known: RoomRow | None
+) -> Applied:
+    """The socket gives up its seat (forfeiting a running game)."""
+    if mark is None:
+        raise GameError("not_joined")
+    return _sure(
+        await act(code, lambda row: rooms.plan_leave(row, mark=mark, holder=holder), known=known)
+    )
+
+
+async def release(*, code: str, mark: Mark, holder: str) -> Applied | None:
+    """The workers release a seat whose holder stayed away (as `leave` would), unless the
+    seat changed hands since they looked (None then)."""
+
+    def plan(row: RoomRow) -> Write | None:
+        try:
+            return rooms.plan_leave(row, mark=mark, holder=holder)
+        except GameError:
+            return None
+
+    return await act(code, plan)
 
 
 async def bot_move(*, code: str, version: int, known: RoomRow | None) -> Applied | None:
     """The computer's move for the turn at `version`, at most once (compare-and-swap)."""
     return await act(code, lambda row: rooms.plan_bot_move(row, version=version), known=known)
+
+
+async def versions(codes: list[str]) -> dict[str, int]:
+    """The current version of each of these rooms (rooms that no longer exist left out)."""
+    pg = store()
+    if pg is not None:
+        return await pg.versions(codes)
+    return cast(dict[str, int], await database_sync_to_async(room_versions)(codes))
 
 
 async def count_result(*, key: str) -> bool:

@@ -6,10 +6,12 @@ from __future__ import annotations
 from datetime import timedelta
 
 from django.db import transaction
+from django.db.models import QuerySet
 from django.utils import timezone
 
 from .matchmaking import match_cancel
 from .models import Connection, Replica, Room
+from .rooms import MARKS
 
 
 def connection_open(*, code: str, channel_name: str, replica: str) -> bool:
@@ -23,11 +25,21 @@ def connection_open(*, code: str, channel_name: str, replica: str) -> bool:
     return created
 
 
+def _seats_away(connections: QuerySet[Connection]) -> None:
+    """The seats these connections held are away from now (game/lifecycle.py)."""
+    now = timezone.now()
+    for mark in MARKS:
+        rooms = connections.filter(mark=mark).values("room_id")
+        Room.objects.filter(code__in=rooms).update(**{f"{mark.lower()}_away_since": now})
+
+
 def connection_close(*, channel_name: str) -> bool:
     """Forget a connection (and its place in the quick-match line); True if it was known."""
     with transaction.atomic():
         match_cancel(channel_name=channel_name)
-        deleted, _ = Connection.objects.filter(channel_name=channel_name).delete()
+        closing = Connection.objects.filter(channel_name=channel_name)
+        _seats_away(closing)
+        deleted, _ = closing.delete()
     return deleted > 0
 
 
@@ -40,9 +52,9 @@ def replicas_sweep(*, timeout_seconds: float) -> list[str]:
     cutoff = timezone.now() - timedelta(seconds=timeout_seconds)
     with transaction.atomic():
         dead = Replica.objects.filter(heartbeat_at__lt=cutoff)
-        rooms = list(
-            Connection.objects.filter(replica__in=dead).values_list("room_id", flat=True).distinct()
-        )
+        orphans = Connection.objects.filter(replica__in=dead)
+        rooms = list(orphans.values_list("room_id", flat=True).distinct())
+        _seats_away(orphans)
         dead.delete()
     return rooms
 
@@ -50,9 +62,9 @@ def replicas_sweep(*, timeout_seconds: float) -> list[str]:
 def _drop_replicas(names: list[str]) -> list[str]:
     """Remove these replicas and their connections (in the caller's transaction); the
     rooms that had connections of theirs."""
-    rooms = list(
-        Connection.objects.filter(replica_id__in=names).values_list("room_id", flat=True).distinct()
-    )
+    orphans = Connection.objects.filter(replica_id__in=names)
+    rooms = list(orphans.values_list("room_id", flat=True).distinct())
+    _seats_away(orphans)
     Replica.objects.filter(name__in=names).delete()
     return rooms
 

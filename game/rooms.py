@@ -113,19 +113,32 @@ class RoomRow:
         return rules.to_move(self.cells, as_mark(self.opener))
 
     def public(self) -> tuple[object, ...]:
-        """The row without seat tokens: what replicas pass each other with a `state`."""
+        """The row without its seats' token hashes: what replicas pass each other with a
+        `state` (`seats()` rides along separately, so a replica of the release before,
+        which unpacks exactly these ten values, still reads it)."""
         return (
             self.code, self.version, self.board, self.opener, self.x_name, self.x_bot,
             self.o_name, self.o_bot, self.rematch, self.games_started,
         )  # fmt: skip
 
+    def seats(self) -> tuple[str, str]:
+        """The seats' token hashes (a hash cannot take a seat; only its token can): with
+        them a replica checks that a socket still holds its seat without a read."""
+        return (self.x_token_hash, self.o_token_hash)
+
     @classmethod
-    def from_public(cls, values: list[object] | tuple[object, ...]) -> RoomRow:
+    def from_public(
+        cls, values: list[object] | tuple[object, ...], seats: object = None
+    ) -> RoomRow:
+        """The row `public()` and `seats()` gave; without `seats` (a sender of the release
+        before) the hashes are unknown and a seat holder's write re-reads the room."""
         code, version, board, opener, x_name, x_bot, o_name, o_bot, rematch, games = values
+        x_hash, o_hash = (str(h) for h in seats) if isinstance(seats, list | tuple) else ("", "")
         return cls(
             code=str(code), version=int(str(version)), board=str(board), opener=str(opener),
-            x_name=str(x_name), x_bot=str(x_bot), o_name=str(o_name), o_bot=str(o_bot),
-            rematch=str(rematch), games_started=int(str(games)),
+            x_name=str(x_name), x_token_hash=x_hash, x_bot=str(x_bot), o_name=str(o_name),
+            o_token_hash=o_hash, o_bot=str(o_bot), rematch=str(rematch),
+            games_started=int(str(games)),
         )  # fmt: skip
 
     def with_changes(self, write: Write) -> RoomRow:
@@ -145,8 +158,11 @@ class Write:
     `bump`: the version grows by one (every seat change, move and new game).
     `rematch_was`: a rematch request that does not bump the version is still
     guarded by the request list it read. `finished`: the write ends the game,
-    so its result row is written in the same transaction. `seat`: the writer's
-    connection now holds this mark.
+    so its result row is written in the same transaction, with the seats' names
+    and computers as the planned-on row has them (a forfeit empties the seat in
+    the same write). `seat`: the writer's connection now holds this mark.
+    `vacated`: this seat was given up (leave, offline release): the sockets that
+    held it become spectators in the same transaction.
     """
 
     changes: tuple[tuple[str, str], ...]
@@ -156,6 +172,7 @@ class Write:
     finished: rules.Outcome | None = None
     seat: Mark | None = None
     token: str = ""  # a new seat's token, returned to the joiner only
+    vacated: Mark | None = None
 
 
 def seat_changes(mark: Mark, *, name: str, token_hash: str = "", bot: str = "") -> dict[str, str]:
@@ -180,10 +197,23 @@ def check_move_request(mark: Mark | None, cell: object) -> int:
     return cell
 
 
-def plan_move(row: RoomRow, *, mark: Mark | None, cell: object, version: int | None) -> Write:
+def check_holder(row: RoomRow, mark: Mark | None, holder: str | None) -> Mark:
+    """`not_joined` unless the socket holds `mark` and the seat is still the one its token
+    opened (`holder`: the token's hash; None for the computer, which holds no token).
+    A seat given up or released since belongs to nobody, or to someone else."""
+    if mark is None:
+        raise GameError("not_joined")
+    if holder is not None and not hmac.compare_digest(row.seat(mark).token_hash, holder):
+        raise GameError("not_joined", "Your seat was given up; take a seat again.")
+    return mark
+
+
+def plan_move(
+    row: RoomRow, *, mark: Mark | None, holder: str | None, cell: object, version: int | None
+) -> Write:
     """`mark` plays `cell`; `version`, if the client sent one, must be current."""
     cell = check_move_request(mark, cell)
-    assert mark is not None
+    mark = check_holder(row, mark, holder)
     board = row.cells
     outcome = rules.outcome(board)
     if outcome.status != "playing":
@@ -221,10 +251,11 @@ def plan_join(row: RoomRow, *, name: str, token: str | None, new_token: str) -> 
     return Write(changes=tuple(changes.items()), seat=mark, token=new_token)
 
 
-def plan_bot_invite(row: RoomRow, *, held: Mark | None, level: rules.Level) -> Write:
+def plan_bot_invite(
+    row: RoomRow, *, held: Mark | None, holder: str | None, level: rules.Level
+) -> Write:
     """Seat a computer opponent in the empty seat."""
-    if held is None:
-        raise GameError("not_joined")
+    check_holder(row, held, holder)
     free = [mark for mark in MARKS if row.seat(mark).empty]
     if not free:
         raise GameError("room_full")
@@ -232,14 +263,13 @@ def plan_bot_invite(row: RoomRow, *, held: Mark | None, level: rules.Level) -> W
     return Write(changes=tuple(changes.items()), seat=None)
 
 
-def plan_rematch(row: RoomRow, *, mark: Mark | None) -> Write:
+def plan_rematch(row: RoomRow, *, mark: Mark | None, holder: str | None) -> Write:
     """Record that `mark` wants a new game; start it once both asked (a computer always agrees).
 
     A recorded request does not bump the version; it is guarded by the version
     and the request list it read.
     """
-    if mark is None:
-        raise GameError("not_joined")
+    mark = check_holder(row, mark, holder)
     if row.outcome.status == "playing":
         raise GameError("not_over")
     asked = row.rematch if mark in row.rematch else row.rematch + mark
@@ -264,7 +294,32 @@ def plan_bot_move(row: RoomRow, *, version: int) -> Write | None:
     if not level:
         return None
     cell = rules.best_move(row.cells, mark, level="easy" if level == "easy" else "perfect")
-    return plan_move(row, mark=mark, cell=cell, version=version)
+    return plan_move(row, mark=mark, holder=None, cell=cell, version=version)
+
+
+def forfeits(row: RoomRow) -> bool:
+    """Giving up a seat now loses the game: both seats are taken, the game is not over,
+    and a move was made (a game nobody has played yet is abandoned, not lost)."""
+    return row.seated and row.outcome.status == "playing" and row.board != EMPTY_BOARD_TEXT
+
+
+def plan_leave(row: RoomRow, *, mark: Mark | None, holder: str | None) -> Write:
+    """`mark` gives up its seat (the `leave` message; the workers' release of a seat whose
+    holder stayed away, with holder=the hash they saw). A running game is forfeited:
+    the opponent wins, the result is counted. The board is cleared for whoever sits
+    next; a computer opponent leaves with the last player."""
+    mark = check_holder(row, mark, holder)
+    opponent = rules.other(mark)
+    changes = seat_changes(mark, name="")
+    if row.seat(opponent).bot:
+        changes.update(seat_changes(opponent, name=""))
+    finished = rules.Outcome("won", opponent, None) if forfeits(row) else None
+    new_game = row.board != EMPTY_BOARD_TEXT
+    if new_game:
+        changes.update(board=EMPTY_BOARD_TEXT)
+    if row.rematch:
+        changes.update(rematch="")
+    return Write(changes=tuple(changes.items()), new_game=new_game, finished=finished, vacated=mark)
 
 
 def bot_due(row: RoomRow) -> bool:
@@ -304,10 +359,12 @@ class Presence:
 
 @dataclass(frozen=True, slots=True)
 class Applied:
-    """A write that landed: the room as it left it, and what follows from it."""
+    """A write that landed: the room as it left it (`row`), as it was planned on
+    (`before`), and what follows from it."""
 
     row: RoomRow
     write: Write
+    before: RoomRow
 
     @property
     def finished_key(self) -> str | None:

@@ -34,6 +34,7 @@ class StateMessage(TypedDict):
     players: dict[str, PlayerInfo | None]
     spectators: int
     rematch: list[Mark]
+    presence_at: int  # addition to protocol 1: when presence was counted (ms, server clock)
 
 
 def presence_of(code: str) -> Presence:
@@ -76,6 +77,7 @@ def state_of(row: RoomRow, presence: Presence) -> StateMessage:
         "players": players,
         "spectators": presence.spectators,
         "rematch": [as_mark(mark) for mark in row.rematch],
+        "presence_at": round(presence.asof * 1000),
     }
 
 
@@ -85,6 +87,11 @@ def room_view(code: str) -> tuple[RoomRow, Presence] | None:
     if room is None:
         return None
     return row_of(room), presence_of(code)
+
+
+def room_versions(codes: list[str]) -> dict[str, int]:
+    """The current version of each of these rooms (rooms that no longer exist left out)."""
+    return dict(Room.objects.filter(code__in=codes).values_list("code", "version"))
 
 
 def room_state(code: str) -> StateMessage | None:

@@ -14,6 +14,11 @@ from django.dispatch import Signal
 # Arguments: row (rooms.RoomRow), presence (rooms.Presence).
 room_changed = Signal()
 
+# A seat was given up or released: tell the room who left (a `left` frame), then send
+# its `state`. Arguments: applied (rooms.Applied), presence (rooms.Presence), reason
+# ("leave" or "offline").
+seat_left = Signal()
+
 # A quick-match ticket was paired: tell its socket. Argument: pairing (matchmaking.Pairing).
 matched = Signal()
 

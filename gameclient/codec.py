@@ -49,6 +49,7 @@ class State(TypedDict):
     players: Players
     spectators: int
     rematch: list[Mark]
+    presence_at: NotRequired[int]  # (added) when presence was counted, ms
 
 
 class Welcome(TypedDict):
@@ -122,6 +123,32 @@ def newer(state: Frame, than: Frame | None) -> bool:
     return than is None or state["version"] >= than["version"]
 
 
+PRESENCE_KEYS = ("spectators", "presence_at")
+
+
+def merged(state: Frame, kept: Frame | None) -> Frame:
+    """The state to keep once `state` arrives: the game (board, seats, turn) of the higher
+    version (the later on a tie), presence (who is online, spectators) of the later
+    `presence_at`. Presence changes without a version change, so two replicas' counts
+    can arrive in either order; `presence_at` orders them."""
+    if kept is None:
+        return state
+    game, other = (state, kept) if newer(state, kept) else (kept, state)
+    if other.get("presence_at", 0) <= game.get("presence_at", 0):
+        return game
+    result = dict(game)
+    for key in PRESENCE_KEYS:
+        result[key] = other[key]
+    players = {}
+    for mark, seat in game["players"].items():
+        before = other["players"].get(mark)
+        if seat and before and before["name"] == seat["name"] and not seat.get("bot"):
+            seat = {**seat, "online": before["online"]}
+        players[mark] = seat
+    result["players"] = players
+    return result
+
+
 # --- client -> server (docs/protocol.md, "Client -> server") ----------------------------
 
 
@@ -156,6 +183,11 @@ def bot(level: str | None = None) -> dict[str, Any]:
 
 def quickmatch(name: str) -> dict[str, Any]:
     return {"type": "quickmatch", "name": name}
+
+
+def leave() -> dict[str, Any]:
+    """Give up the seat (a running game is forfeited); the socket stays as a spectator."""
+    return {"type": "leave"}
 
 
 def sync() -> dict[str, Any]:

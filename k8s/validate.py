@@ -4,8 +4,11 @@
 
 Built-in kinds: kubernetes-validate's bundled OpenAPI schemas for one Kubernetes version,
 in strict mode (unknown fields are errors, as with `kubectl apply --validate=strict`).
-Custom resources (Prometheus Operator, KEDA): the JSON schemas in k8s/schemas/, which are
-strict too. A kind with no schema in either place is an error, never skipped.
+Custom resources: the JSON schemas in k8s/schemas/ (Prometheus Operator and KEDA,
+hand-written; RabbitmqCluster, the Topology Operator's Vhost/User/Permission/Policy,
+CloudNativePG's Cluster/Pooler/ScheduledBackup, the Barman Cloud Plugin's ObjectStore and
+Gateway API's Gateway/HTTPRoute, converted from the operators' CRDs: k8s/schemas/README.md),
+which are strict too. A kind with no schema in either place is an error, never skipped.
 
 Prints one JSON object: {"checked": [[file, kind, name, schema], ...],
 "errors": [[file, kind, name, message], ...]}; exits 1 when there are errors.

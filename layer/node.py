@@ -13,8 +13,7 @@ import socket
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Coroutine
-from dataclasses import dataclass
-from typing import Any, Protocol, TypeVar
+from typing import Any, TypeVar
 
 import aio_pika
 import aiormq
@@ -25,51 +24,14 @@ from aio_pika.abc import (
     AbstractQueue,
     AbstractRobustConnection,
 )
-from channels.exceptions import ChannelFull
 
+from .broker import BROKER_DOWN, LayerSettings, LayerUnavailable
 from .inbox import Inbox
 from .metrics import DROPPED, PUBLISH_SECONDS, PUBLISHED, RECEIVED, RECONNECTS
 
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
-
-# Errors that mean "the broker is not there right now".
-BROKER_DOWN = (
-    aio_pika.exceptions.AMQPConnectionError,
-    aio_pika.exceptions.ChannelInvalidStateError,
-    aiormq.exceptions.AMQPError,
-    ConnectionError,
-    OSError,
-    RuntimeError,
-)
-
-
-class LayerUnavailable(ChannelFull):  # type: ignore[misc]
-    """The broker did not come back within `publish_timeout`."""
-
-
-@dataclass(frozen=True, slots=True)
-class Broker:
-    """Where and how a node reaches RabbitMQ (RabbitMQChannelLayer's arguments)."""
-
-    url: str
-    prefix: str
-    group_exchange: str
-    publish_timeout: float
-    reconnect_interval: float
-    heartbeat: int
-    queue_max_length: int
-
-
-class LayerSettings(Protocol):
-    """What a node reads of its layer (RabbitMQChannelLayer in layer/rabbitmq.py)."""
-
-    broker: Broker
-    expiry: float
-    reconnect_listeners: list[Callable[[], Coroutine[Any, Any, None]]]
-
-    def get_capacity(self, channel: str) -> int: ...
 
 
 class Node:
@@ -92,6 +54,7 @@ class Node:
         # while the connection is down or restoring): the hot path publishes on it.
         self.underlay: aiormq.Channel | None = None
         self._sent = 0  # numbers the messages (AMQP message_id)
+        self._opened = False  # the channel was open once (later opens follow an outage)
         self._started: asyncio.Task[None] | None = None
         self._sweeper: asyncio.Task[None] | None = None
         self._background: set[asyncio.Task[Any]] = set()
@@ -179,6 +142,19 @@ class Node:
             log.exception("layer: could not consume %s after a reopen", self.queue_name)
             raise
         self.underlay = underlay
+        first, self._opened = not self._opened, True
+        task = self._own_task(self._back(listeners=not first))
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    async def _back(self, *, listeners: bool) -> None:
+        """The channel is (again) open: reconcile the bindings, then (after an outage) tell
+        the listeners (they re-send what the outage may have cost the other processes:
+        group copies published while it lasted were dropped)."""
+        await self._reconcile_all()
+        if listeners:
+            for listener in self.layer.reconnect_listeners:
+                await self._listen(listener)
 
     def _on_connection_lost(self, *_: Any) -> None:
         self.underlay = None  # publishes take the slow path until the restore is done
@@ -186,10 +162,6 @@ class Node:
     def _on_reconnect(self, *_: Any) -> None:
         RECONNECTS.inc()
         log.warning("layer: reconnected to the broker; queue and bindings restored")
-        for listener in self.layer.reconnect_listeners:
-            task = self._own_task(self._listen(listener))
-            self._background.add(task)
-            task.add_done_callback(self._background.discard)
 
     @staticmethod
     async def _listen(listener: Callable[[], Coroutine[Any, Any, None]]) -> None:
@@ -219,6 +191,25 @@ class Node:
         self._background.add(task)
         task.add_done_callback(self._background.discard)
         return await asyncio.shield(task)
+
+    async def publish_to_others(self, group: str, body: bytes) -> None:
+        """A group message for the other processes: published now if the broker is there,
+        else dropped and counted (this process's members already have it). Before the
+        first connection is up it waits for it, as `send` does."""
+        if not self._opened:
+            try:
+                await self._publish("group", group, body, to_group=True)
+            except LayerUnavailable:
+                DROPPED.labels("unavailable").inc()
+            return
+        underlay = self.underlay
+        if underlay is None or underlay.is_closed:
+            DROPPED.labels("unavailable").inc()
+            return
+        try:
+            await self._send(underlay, "group", self.layer.broker.group_exchange, group, body)
+        except (*BROKER_DOWN, LayerUnavailable):
+            DROPPED.labels("unavailable").inc()
 
     async def publish(self, kind: str, routing_key: str, body: bytes, *, to_group: bool) -> None:
         try:
@@ -268,7 +259,11 @@ class Node:
                 exchange=exchange,
                 routing_key=routing_key,
                 properties=aiormq.spec.Basic.Properties(
-                    delivery_mode=1, message_id=str(self._sent)
+                    delivery_mode=1,
+                    message_id=str(self._sent),
+                    # Group copies name their sender: its own queue skips them (its
+                    # members got them from group_send directly).
+                    app_id=self.queue_name if kind == "group" else None,
                 ),
                 timeout=self.layer.broker.publish_timeout,
                 wait=False,  # the confirm awaited here implies the frame was written
@@ -278,8 +273,19 @@ class Node:
         PUBLISH_SECONDS.observe(time.perf_counter() - begun)
         PUBLISHED.labels(kind).inc()
 
+    def broker_away(self) -> bool:
+        """Connected once, and the connection is down or being restored (an outage, not
+        the start: a first connect is waited for)."""
+        return self._opened and (self.underlay is None or self.underlay.is_closed)
+
     async def reconcile(self, group: str) -> None:
-        """Make the broker binding for `group` match whether we have local members."""
+        """Make the broker binding for `group` match whether we have local members.
+
+        While the broker is away this returns at once: the local membership already
+        holds, and every group is reconciled again when the channel is back
+        (`_on_reopen`)."""
+        if self.broker_away():
+            return
 
         async def attempt() -> None:
             await self.started()
@@ -298,7 +304,21 @@ class Node:
                 if not wanted:
                     self.group_locks.pop(group, None)
 
-        await self.shielded(attempt)
+        try:
+            await self.shielded(attempt)
+        except LayerUnavailable:
+            if not self.broker_away():
+                raise
+            # The broker went away during the bind: redone once it is back.
+
+    async def _reconcile_all(self) -> None:
+        """After a reopen: bind the groups that gained members during the outage, unbind
+        those that lost them."""
+        for group in list({*self.members, *self.bound}):
+            try:
+                await self.reconcile(group)
+            except Exception:
+                log.exception("layer: group %s not reconciled after a reopen", group)
 
     async def _retry(self, call: Callable[[], Awaitable[Any]]) -> None:
         deadline = self.loop.time() + self.layer.broker.publish_timeout
@@ -314,6 +334,8 @@ class Node:
     # --- delivery -------------------------------------------------------------
 
     async def _on_message(self, message: aiormq.abc.DeliveredMessage) -> None:
+        if message.header.properties.app_id == self.queue_name:
+            return  # our own group message: delivered locally when it was sent
         RECEIVED.inc()
         try:
             target, payload = msgpack.unpackb(message.body)

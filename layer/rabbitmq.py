@@ -26,10 +26,23 @@ Guarantees, and where they differ from channels-rabbitmq 4.0.1:
   dropped on read (`reason="expired"`); channels nobody reads for `expiry`
   seconds are forgotten.
 - Nothing is dropped silently: every drop is counted by reason.
+- Local members first, the broker for the others: `group_send` hands the message to
+  the group's channels in this process at once (no broker round trip), then
+  publishes it for the other processes, whose queues are bound to the group; the
+  copy the broker routes back to this process's own queue is skipped (the AMQP
+  `app_id` names the sender's queue).
+- Broker outages degrade, they do not error. While the connection is down,
+  `group_send` still reaches the local members and drops the copy for the other
+  processes at once (counted: `tictac_layer_dropped_total{reason="unavailable"}`;
+  callers re-send state when the broker returns, `on_reconnect`); a publish on an
+  open connection whose confirm never comes (a hung broker) is dropped the same
+  way after `publish_timeout`. `group_add`/`group_discard` change the local
+  membership at once and bind on the broker when it is there (every group with
+  members is bound again after a reconnect). `send` to a channel waits up to
+  `publish_timeout` seconds for the broker and then raises `LayerUnavailable`.
+  Every publish waits for the broker's confirm.
 - Robust connection: after a broker restart aio-pika reconnects and re-declares
-  the queue and every binding; `group_send`/`send` made during the outage wait
-  up to `publish_timeout` seconds for the broker and then raise
-  `LayerUnavailable`. Every publish waits for the broker's confirm.
+  the queue and every binding.
 - The URL names its vhost explicitly (default `/`, written `%2f`).
 - AMQP heartbeat 10 s (channels-rabbitmq: 60 s), so a hung broker is noticed in ~20 s.
 - Process-local channels only (`new_channel`); no `runworker`.
@@ -45,8 +58,9 @@ from typing import Any
 import msgpack
 from channels.layers import BaseChannelLayer
 
+from .broker import Broker, LayerUnavailable
 from .inbox import Inbox
-from .node import Broker, LayerUnavailable, Node
+from .node import Node
 
 __all__ = ["LayerUnavailable", "RabbitMQChannelLayer"]
 
@@ -141,8 +155,11 @@ class RabbitMQChannelLayer(BaseChannelLayer):  # type: ignore[misc]
 
     async def group_send(self, group: str, message: dict[str, Any]) -> None:
         self.require_valid_group_name(group)
-        body = msgpack.packb([group, message])
-        await self._node().publish("group", group, body, to_group=True)
+        body = msgpack.packb([group, message])  # also proves the message can travel
+        node = self._node()
+        for channel in tuple(node.members.get(group, ())):
+            node.deliver(channel, message)
+        await node.publish_to_others(group, body)
 
     # --- lifecycle ------------------------------------------------------------
 

@@ -20,6 +20,7 @@ from devtools.processes import free_port
 
 from .local_fleet import LocalFleet
 from .local_procs import ROOT, Proc, RunError
+from .local_progress import Progress
 
 LOCUST_CONF = ROOT / "loadtest" / "locust.conf"
 LOCUSTFILE = ROOT / "loadtest" / "locustfile.py"
@@ -125,6 +126,7 @@ class Run:
         fleet = self.fleet
         master = self.start_locust()
         started: float | None = None
+        progress = Progress(self.out / "locust", every=5.0)  # a line every 5 s meanwhile
         limit = time.monotonic() + args.run_time + 180  # workers' wait, ramp-up, shutdown
         while master.alive():
             now = time.monotonic()
@@ -132,6 +134,8 @@ class Run:
                 raise RunError(f"locust did not finish in time:\n{master.tail()}")
             if started is None and (master.saw("Ramping to") or master.saw("Sending spawn jobs")):
                 started = now
+            if started is not None:
+                progress.maybe_print(now)
             if fleet is not None:
                 if (
                     started is not None

@@ -9,10 +9,11 @@ from typing import Any
 from channels.generic.websocket import AsyncWebsocketConsumer
 from django.conf import settings
 
+from config import logs
 from game import jobs, matchmaking, play
 from game.aio import call
 from game.exceptions import GameError
-from game.rooms import Applied
+from game.rooms import Applied, token_hash
 from game.rules import Mark
 from game.selectors import state_of
 
@@ -49,13 +50,16 @@ class GameRoom(LeanDispatchMixin, AsyncWebsocketConsumer):  # type: ignore[misc]
     room: str
     group: str
     mark: Mark | None = None
+    seat_hash: str | None = None  # the hash of the token this socket holds `mark` by
     name: str = ""
+    quickmatch_timer: asyncio.Task[None] | None = None
     registered = False
     closed = False
     address: str | None = None  # counted in limits.addresses while set
 
     async def connect(self) -> None:
         self.room = self.scope["url_route"]["kwargs"]["room_code"]
+        logs.bind(room=self.room, connection=self.channel_name)  # this socket's log records
         self.group = room_group(self.room)
         self.limiter = RateLimiter(
             soft=settings.RATE_LIMIT_PER_SECOND, hard=settings.RATE_LIMIT_CLOSE_PER_SECOND
@@ -118,6 +122,8 @@ class GameRoom(LeanDispatchMixin, AsyncWebsocketConsumer):  # type: ignore[misc]
 
     async def disconnect(self, code: int) -> None:
         self.closed = True
+        if self.quickmatch_timer is not None:
+            self.quickmatch_timer.cancel()
         limits.addresses.release(self.address)
         self.address = None
         if not self.registered:
@@ -159,6 +165,8 @@ class GameRoom(LeanDispatchMixin, AsyncWebsocketConsumer):  # type: ignore[misc]
                 await self.handle(message)
             except GameError as error:
                 metrics.ERRORS.labels(error.code).inc()
+                if error.code == "not_joined":  # our seat was given up (another tab, a release)
+                    self.mark = self.seat_hash = None
                 await self.send(text_data=error_frame(error))
             except Exception:
                 log.exception("room %s: message failed", self.room)
@@ -215,7 +223,12 @@ class GameRoom(LeanDispatchMixin, AsyncWebsocketConsumer):  # type: ignore[misc]
                 known = groups.known_row(self.room)
                 await self.publish(
                     await play.move(
-                        code=self.room, mark=self.mark, cell=cell, version=version, known=known
+                        code=self.room,
+                        mark=self.mark,
+                        holder=self.seat_hash,
+                        cell=cell,
+                        version=version,
+                        known=known,
                     )
                 )
             case Relay(data=data):
@@ -232,6 +245,7 @@ class GameRoom(LeanDispatchMixin, AsyncWebsocketConsumer):  # type: ignore[misc]
                 mark = applied.write.seat
                 assert mark is not None
                 self.mark, self.name = mark, applied.row.seat(mark).name
+                self.seat_hash = token_hash(applied.write.token)
                 await self.send(
                     text_data=encode({"type": "joined", "mark": mark, "token": applied.write.token})
                 )
@@ -248,11 +262,33 @@ class GameRoom(LeanDispatchMixin, AsyncWebsocketConsumer):  # type: ignore[misc]
                 await broadcast_text(self.room, "game.chat", encode(chat))
             case Simple(type="rematch"):
                 known = groups.known_row(self.room)
-                await self.publish(await play.rematch(code=self.room, mark=self.mark, known=known))
+                await self.publish(
+                    await play.rematch(
+                        code=self.room, mark=self.mark, holder=self.seat_hash, known=known
+                    )
+                )
+            case Simple(type="leave"):
+                known = groups.known_row(self.room)
+                applied = await play.leave(
+                    code=self.room, mark=self.mark, holder=self.seat_hash, known=known
+                )
+                self.mark = self.seat_hash = None
+                # This socket (and any other holding the seat) now watches: a fresh count.
+                await groups.broadcast_left(
+                    applied, groups.known_presence(self.room), reason="leave"
+                )
+                jobs.follow_up(applied, groups.known_presence(self.room))
+                presence_changed(self.room)
             case Bot(level=level):
                 known = groups.known_row(self.room)
                 await self.publish(
-                    await play.invite_bot(code=self.room, held=self.mark, level=level, known=known)
+                    await play.invite_bot(
+                        code=self.room,
+                        held=self.mark,
+                        holder=self.seat_hash,
+                        level=level,
+                        known=known,
+                    )
                 )
             case Simple(type="sync"):
                 found = await play.view(self.room)
@@ -266,6 +302,18 @@ class GameRoom(LeanDispatchMixin, AsyncWebsocketConsumer):  # type: ignore[misc]
                 )
                 await self.send(text_data=encode({"type": "matching", "ticket": ticket}))
                 await jobs.dispatch(jobs.MATCH_PAIR, {}, key=f"match:{ticket}")
+                if self.quickmatch_timer is None or self.quickmatch_timer.done():
+                    self.quickmatch_timer = asyncio.create_task(self.quickmatch_give_up(ticket))
+
+    async def quickmatch_give_up(self, ticket: int) -> None:
+        """Nobody came within QUICKMATCH_TIMEOUT_SECONDS: leave the line and say so (the
+        page offers the computer). A ticket paired meanwhile stays: `matched` follows."""
+        await asyncio.sleep(settings.QUICKMATCH_TIMEOUT_SECONDS)
+        if await call(matchmaking.match_cancel, channel_name=self.channel_name):
+            async with self.busy:
+                await self.forward(
+                    encode({"type": "unmatched", "ticket": ticket, "reason": "timeout"})
+                )
 
     async def publish(self, applied: Applied) -> None:
         """Send the room the state a write left, then the jobs that follow from it."""
@@ -291,6 +339,12 @@ class GameRoom(LeanDispatchMixin, AsyncWebsocketConsumer):  # type: ignore[misc]
 
     async def game_relay(self, event: dict[str, Any]) -> None:
         metrics.OUT_RELAY.inc()
+        await self.forward(event["text"])
+
+    async def game_left(self, event: dict[str, Any]) -> None:
+        """Someone gave up a seat: if it is ours (the same seat token), we now watch."""
+        if self.mark == event["mark"] and self.seat_hash == event["holder"]:
+            self.mark = self.seat_hash = None
         await self.forward(event["text"])
 
     async def game_direct(self, event: dict[str, Any]) -> None:

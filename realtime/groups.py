@@ -13,7 +13,7 @@ from django.conf import settings
 
 from game import play
 from game.matchmaking import Pairing
-from game.rooms import Presence, RoomRow
+from game.rooms import Applied, Presence, RoomRow
 from game.selectors import state_of
 
 from .metrics import GROUP_SEND_SECONDS
@@ -86,7 +86,8 @@ def state_text(event: dict[str, Any]) -> str:
     text: str = event["text"]
     values = event.get("row")
     if values is not None:
-        row, presence = RoomRow.from_public(values), Presence.from_public(event["presence"])
+        row = RoomRow.from_public(values, event.get("seats"))
+        presence = Presence.from_public(event["presence"])
         merged = remember(row, presence)
         if merged != (row, presence):
             text = encode(state_of(*merged))
@@ -105,14 +106,52 @@ async def broadcast_row(row: RoomRow, presence: Presence | None = None) -> None:
     started = time.perf_counter()
     await layer.group_send(
         room_group(row.code),
-        {"type": "game.state", "text": text, "row": row.public(), "presence": presence.public()},
+        {
+            "type": "game.state",
+            "text": text,
+            "row": row.public(),
+            "seats": row.seats(),
+            "presence": presence.public(),
+        },
     )
     GROUP_SEND_SECONDS.observe(time.perf_counter() - started)
+
+
+async def broadcast_left(applied: Applied, presence: Presence, *, reason: str) -> None:
+    """Tell the room who gave up a seat (`left`), then send its `state`. The sockets that
+    held the seat by the same token (other tabs, other replicas) become spectators as
+    the event reaches them (GameRoom.game_left)."""
+    mark = applied.write.vacated
+    assert mark is not None
+    layer = get_channel_layer()
+    assert layer is not None
+    frame = {
+        "type": "left",
+        "mark": mark,
+        "name": applied.before.seat(mark).name,
+        "reason": reason,
+        "forfeit": applied.write.finished is not None,
+    }
+    event = {
+        "type": "game.left",
+        "text": encode(frame),
+        "mark": mark,
+        "holder": applied.before.seat(mark).token_hash,
+    }
+    await layer.group_send(room_group(applied.row.code), event)
+    await broadcast_row(applied.row, presence)
 
 
 async def on_room_changed(sender: object, *, row: RoomRow, presence: Presence, **_: Any) -> None:
     """game.signals.room_changed: a job changed the room."""
     await broadcast_row(row, presence)
+
+
+async def on_seat_left(
+    sender: object, *, applied: Applied, presence: Presence, reason: str, **_: Any
+) -> None:
+    """game.signals.seat_left: the workers released a seat."""
+    await broadcast_left(applied, presence, reason=reason)
 
 
 async def on_matched(sender: object, *, pairing: Pairing, **_: Any) -> None:
@@ -187,6 +226,20 @@ def presence_pending() -> list[asyncio.Task[None]]:
 # --- rooms with members on this replica ------------------------------------------------
 
 local_rooms: Counter[str] = Counter()
+
+
+async def catch_up_local_rooms() -> None:
+    """Re-send the state of every room served here whose version in the database is ahead
+    of this replica's copy: a change whose broadcast never left (a worker or a replica
+    that died between its commit and its publish) reaches the members within one
+    ROOM_CATCH_UP_SECONDS. One statement for all the rooms served here."""
+    codes = list(local_rooms)
+    if not codes:
+        return
+    for code, version in (await play.versions(codes)).items():
+        held = known_row(code)
+        if held is None or version > held.version:
+            await broadcast_state(code)
 
 
 async def rebroadcast_local_rooms() -> None:

@@ -1,4 +1,5 @@
-"""ASGI lifespan: start the replica heartbeat, retire the replica on shutdown."""
+"""ASGI lifespan: start the replica heartbeat and the rooms' catch-up, retire the replica
+on shutdown."""
 
 from __future__ import annotations
 
@@ -20,7 +21,7 @@ log = logging.getLogger(__name__)
 class Lifespan:
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         stop = asyncio.Event()
-        task: asyncio.Task[None] | None = None
+        tasks: list[asyncio.Task[None]] = []
         while True:
             message = await receive()
             if message["type"] == "lifespan.startup":
@@ -31,12 +32,15 @@ class Lifespan:
                     await replica.retire_predecessors()
                 except Exception:  # the database is not there yet: the sweep gets them later
                     log.warning("could not drop a predecessor's connections", exc_info=True)
-                task = asyncio.create_task(replica.heartbeat_forever(stop))
+                tasks = [
+                    asyncio.create_task(replica.heartbeat_forever(stop)),
+                    asyncio.create_task(replica.catch_up_forever(stop)),
+                ]
                 log.info("replica %s up", replica.replica_name())
                 await send({"type": "lifespan.startup.complete"})
             elif message["type"] == "lifespan.shutdown":
                 stop.set()
-                if task is not None:
+                for task in tasks:
                     await task
                 with contextlib.suppress(Exception):
                     await replica.retire()

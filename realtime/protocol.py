@@ -79,9 +79,9 @@ class Chat:
 
 @dataclass(frozen=True, slots=True)
 class Simple:
-    """Messages without fields: rematch, sync."""
+    """Messages without fields: rematch, sync, leave."""
 
-    type: Literal["rematch", "sync"]
+    type: Literal["rematch", "sync", "leave"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -233,6 +233,8 @@ def parse(text: str) -> ClientMessage:
         return Simple("rematch")
     if kind == "sync":
         return Simple("sync")
+    if kind == "leave":
+        return Simple("leave")
     if kind == "bot":
         level = obj.get("level", "perfect")
         if level != "perfect" and level != "easy":

@@ -14,7 +14,7 @@ from django.conf import settings
 from game import jobs, presence
 from game.aio import call
 
-from .groups import broadcast_state
+from .groups import broadcast_state, catch_up_local_rooms
 
 log = logging.getLogger(__name__)
 
@@ -75,6 +75,17 @@ async def heartbeat_forever(stop: asyncio.Event) -> None:
             log.exception("replica heartbeat failed; retrying")
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(stop.wait(), settings.PRESENCE_HEARTBEAT_SECONDS)
+
+
+async def catch_up_forever(stop: asyncio.Event) -> None:
+    """Every ROOM_CATCH_UP_SECONDS: re-send rooms whose last change was never broadcast."""
+    while not stop.is_set():
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), settings.ROOM_CATCH_UP_SECONDS)
+        try:
+            await catch_up_local_rooms()
+        except Exception:
+            log.exception("catching up rooms failed; retrying")
 
 
 async def retire() -> None:

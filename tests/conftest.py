@@ -9,7 +9,7 @@ when RABBITMQ_URL is set (`make test-rabbitmq`).
 from __future__ import annotations
 
 import copy
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +20,7 @@ from django.test.utils import override_settings
 
 from devtools.databases import throwaway_database
 from tests.support.broker import throwaway_vhost
+from tests.support.connections import OpenClient, opened_clients
 from tests.support.server import UvicornServer
 
 
@@ -52,6 +53,13 @@ def replica(server_env: dict[str, str], tmp_path: Path) -> Iterator[UvicornServe
     srv.start()
     yield srv
     srv.stop()
+
+
+@pytest.fixture
+async def clients() -> AsyncIterator[OpenClient]:
+    """open(url, label) -> Connection; every client is closed when the test ends."""
+    async with opened_clients() as open_client:
+        yield open_client
 
 
 @pytest.fixture

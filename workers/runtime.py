@@ -3,12 +3,19 @@
 - A job is acknowledged only after its handler returned, i.e. after the
   handler's database commit; a worker that dies mid-job leaves it unacked and
   RabbitMQ hands it to another worker. Handlers are idempotent by the job's key.
-- At most `concurrency` jobs are in hand at once (the channel's prefetch).
+- At most `concurrency` jobs are in hand at once (the channel's prefetch), each in a
+  task of its own. No handler waits on purpose: a job due later (the computer's think
+  time) waits in a delay queue of the broker (workers/publisher.py), not in a slot.
 - A failing job is re-published to a delay queue (`retry_delays`, one per
   attempt) and comes back after the delay; after the last attempt, or at once
   for a message that cannot be decoded or names no known kind, it goes to the
   dead-letter queue with the error in its headers. Either way the original is
   acknowledged, so a poison message never blocks the queue.
+- A job that kills its worker (no exception to catch: a crash, an OOM kill) comes back
+  unacknowledged; the quorum queue counts its deliveries and dead-letters it after
+  `delivery_limit` redeliveries (`x-first-death-reason: delivery_limit`).
+- `tictac_jobs_queue_depth{queue}`: the broker's count of ready messages in the jobs and
+  the dead-letter queue, read every `depth_seconds` (a passive declare, no plugin).
 - Started while the broker is away, a worker waits for it (backoff up to 10 s).
 - SIGTERM: stop taking jobs, finish the ones in hand (up to `grace` seconds),
   then close; anything still unacked is redelivered elsewhere.
@@ -28,7 +35,6 @@ import aio_pika
 from aio_pika.abc import (
     AbstractChannel,
     AbstractIncomingMessage,
-    AbstractQueue,
     AbstractRobustConnection,
 )
 from prometheus_client import Counter, Gauge, Histogram
@@ -46,7 +52,9 @@ JOB_SECONDS = Histogram(
     ["kind"],
     buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0),
 )
-QUEUE_DEPTH = Gauge("tictac_jobs_queue_depth", "Messages ready in a job queue", ["queue"])
+QUEUE_DEPTH = Gauge(
+    "tictac_jobs_queue_depth", "Messages ready in a job queue, as the broker counts them", ["queue"]
+)
 IN_HAND = Gauge("tictac_jobs_in_hand", "Jobs this worker is handling now")
 
 
@@ -69,6 +77,8 @@ class Worker:
         grace: float = 25.0,
         periodic: Callable[[], Awaitable[None]] | None = None,
         periodic_seconds: float = 5.0,
+        delivery_limit: int = topology.DEFAULT_DELIVERY_LIMIT,
+        depth_seconds: float = 5.0,
     ) -> None:
         self.url = url
         self.handlers = dict(handlers)
@@ -77,6 +87,8 @@ class Worker:
         self.grace = grace
         self.periodic = periodic
         self.periodic_seconds = periodic_seconds
+        self.delivery_limit = delivery_limit
+        self.depth_seconds = depth_seconds
         self.channel: AbstractChannel | None = None
         self._tasks: set[asyncio.Task[None]] = set()
 
@@ -86,21 +98,43 @@ class Worker:
             log.info("worker stopped before it could connect")
             return
         try:
+            # The declarations on a channel of their own: a refused one closes its channel.
+            declaring = await connection.channel()
+            try:
+                await topology.declare(
+                    declaring,
+                    kinds=self.handlers,
+                    retry_delays=self.retry_delays,
+                    delivery_limit=self.delivery_limit,
+                )
+            except topology.TopologyMismatch as exc:
+                log.error("worker cannot start: %s", exc)
+                raise
+            await declaring.close()
+            await topology.warn_legacy(connection)
             channel = self.channel = await connection.channel(publisher_confirms=True)
             await channel.set_qos(prefetch_count=self.concurrency)
-            _, queue = await topology.declare(
-                channel, kinds=self.handlers, retry_delays=self.retry_delays
+            # Declared (same arguments) on the consuming channel too: the robust channel
+            # restores the queues it declared, and their consumers, after a reconnect.
+            queue = await channel.declare_queue(
+                topology.JOBS_QUEUE,
+                durable=True,
+                arguments=topology.jobs_arguments(self.delivery_limit),
             )
             tag = await queue.consume(self._on_message)
             log.info("worker consuming %s (concurrency %d)", topology.JOBS_QUEUE, self.concurrency)
-            chores = asyncio.create_task(self._chores(queue, stop))
+            chores = [
+                asyncio.create_task(self._chores(stop)),
+                asyncio.create_task(self._depths(connection, stop)),
+            ]
             await stop.wait()
             log.info("worker stopping: no new jobs; finishing %d in hand", len(self._tasks))
             await queue.cancel(tag)
             if self._tasks:
                 await asyncio.wait(self._tasks, timeout=self.grace)
-            chores.cancel()
-            await asyncio.gather(chores, return_exceptions=True)
+            for chore in chores:
+                chore.cancel()
+            await asyncio.gather(*chores, return_exceptions=True)
         finally:
             await connection.close()
         log.info("worker stopped")
@@ -120,20 +154,33 @@ class Worker:
                 delay = min(delay * 2, 10.0)
         return None
 
-    async def _chores(self, queue: AbstractQueue, stop: asyncio.Event) -> None:
-        """Queue depth gauge and the handlers' periodic sweep."""
-        while not stop.is_set():
+    async def _chores(self, stop: asyncio.Event) -> None:
+        """The handlers' periodic sweep."""
+        while not stop.is_set() and self.periodic is not None:
             try:
-                assert self.channel is not None
-                for name in (topology.JOBS_QUEUE, topology.DEAD_QUEUE):
-                    declared = await self.channel.declare_queue(name, passive=True)
-                    QUEUE_DEPTH.labels(name).set(declared.declaration_result.message_count or 0)
-                if self.periodic is not None:
-                    await self.periodic()
+                await self.periodic()
             except Exception:
                 log.exception("worker chores failed; retrying")
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), self.periodic_seconds)
+
+    async def _depths(self, connection: AbstractRobustConnection, stop: asyncio.Event) -> None:
+        """The queue depth gauge, from the broker every `depth_seconds`.
+
+        On a fresh channel each time: a passive declare on the robust channel that declared
+        the queue is answered from aio-pika's cache (RobustChannel.declare_queue returns
+        the queue it declared, with the declaration result of that time), which is why
+        the gauge used to keep its start-up value (0); and a failed passive declare closes
+        its channel, which must not be the one the jobs are consumed on. In a loop of its
+        own, so a slow sweep does not hold it up."""
+        while not stop.is_set():
+            try:
+                for name, depth in (await queue_depths(connection)).items():
+                    QUEUE_DEPTH.labels(name).set(depth)
+            except Exception:
+                log.warning("worker: could not read the queue depths; retrying", exc_info=True)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), self.depth_seconds)
 
     async def _on_message(self, message: AbstractIncomingMessage) -> None:
         task = asyncio.current_task()
@@ -149,6 +196,15 @@ class Worker:
     async def _handle(self, message: AbstractIncomingMessage) -> None:
         kind = message.type or "unknown"
         started = time.perf_counter()
+        deliveries = (message.headers or {}).get("x-delivery-count")
+        if isinstance(deliveries, int) and deliveries > 0:
+            log.warning(
+                "job %s %s delivered again (%d earlier deliveries unacknowledged; dead at %d)",
+                kind,
+                message.message_id,
+                deliveries,
+                self.delivery_limit + 1,
+            )
         try:
             handler = self.handlers.get(kind)
             if handler is None:
@@ -195,6 +251,28 @@ class Worker:
             delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
             message_id=message.message_id,
             type=message.type,
-            headers={**(message.headers or {}), "x-attempt": attempt, "x-error": repr(exc)[:500]},
+            headers={
+                **{k: v for k, v in (message.headers or {}).items() if k != "x-delivery-count"},
+                "x-attempt": attempt,
+                "x-error": repr(exc)[:500],
+            },
         )
         await self.channel.default_exchange.publish(copy, routing_key=queue)
+
+
+async def queue_depths(
+    connection: aio_pika.abc.AbstractConnection,
+    names: tuple[str, ...] = (topology.JOBS_QUEUE, topology.DEAD_QUEUE),
+) -> dict[str, int]:
+    """Ready messages per queue, as the broker counts them (a passive declare each, on a
+    channel opened for it); a missing queue is left out."""
+    depths: dict[str, int] = {}
+    for name in names:
+        channel = await connection.channel()
+        try:
+            declared = await channel.declare_queue(name, passive=True)
+        except aio_pika.exceptions.ChannelClosed:  # 404: closed the channel
+            continue
+        depths[name] = int(declared.declaration_result.message_count or 0)
+        await channel.close()
+    return depths

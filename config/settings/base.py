@@ -14,9 +14,13 @@ from pathlib import Path
 import environ
 from csp.constants import NONE, SELF
 
+from config.credentials import with_credentials
+
 BASE_DIR = Path(__file__).resolve().parent.parent.parent
 
-env = environ.Env()
+# Every variable X may instead be given as X_FILE, the path of a file that holds the value
+# (Kubernetes Secrets mounted as files, k8s/README.md): django-environ's FileAwareEnv.
+env = environ.FileAwareEnv()
 # A `.env` file (DJANGO_ENV_FILE names another one) fills in what the environment leaves
 # unset, and puts it into os.environ for the children. DJANGO_READ_ENV_FILE=false reads
 # none: config/settings/test.py sets it, so a developer's .env reaches no test, nor any
@@ -83,6 +87,9 @@ TEMPLATES = [
 DATABASES = {
     "default": env.db_url("DATABASE_URL", default=f"sqlite:///{BASE_DIR / 'var' / 'db.sqlite3'}")
 }
+# The password apart from the URL (k8s: the database operator's Secret, as a file).
+if env.str("DATABASE_PASSWORD", default=""):
+    DATABASES["default"]["PASSWORD"] = env.str("DATABASE_PASSWORD")
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     # IMMEDIATE transactions take the write lock up front, so concurrent
     # writers queue on the busy timeout instead of failing to upgrade a lock.
@@ -104,7 +111,13 @@ DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 # Channel layer: RabbitMQ when RABBITMQ_URL is set, else in-memory (embedded mode).
 # The one place that decides; see layer/rabbitmq.py for the guarantees.
-RABBITMQ_URL: str = env.str("RABBITMQ_URL", default="")
+# RABBITMQ_USERNAME / RABBITMQ_PASSWORD, when set, replace the URL's credentials (k8s: the
+# messaging topology operator's generated user, as files).
+RABBITMQ_URL: str = with_credentials(
+    env.str("RABBITMQ_URL", default=""),
+    env.str("RABBITMQ_USERNAME", default=""),
+    env.str("RABBITMQ_PASSWORD", default=""),
+)
 CHANNEL_CAPACITY: int = env.int("CHANNEL_CAPACITY", default=1000)
 CHANNEL_EXPIRY_SECONDS: int = env.int("CHANNEL_EXPIRY_SECONDS", default=60)
 if RABBITMQ_URL:
@@ -178,12 +191,29 @@ PRESENCE_BROADCAST_DELAY_SECONDS: float = env.float(
 )
 PRESENCE_CONNECT_DELAY_SECONDS: float = env.float("PRESENCE_CONNECT_DELAY_SECONDS", default=1.0)
 
+# How often a replica compares the versions of the rooms it serves with the database and
+# re-sends a room whose last change was never broadcast (realtime/groups.py).
+ROOM_CATCH_UP_SECONDS: float = env.float("ROOM_CATCH_UP_SECONDS", default=1.0)
+
 LOG_LEVEL: str = env.str("LOG_LEVEL", default="INFO")
+# text: human-readable lines (`make run`); json: one JSON object per line with the replica,
+# room and connection ids (config/logs.py), for production's log pipeline.
+LOG_FORMAT: str = env.str("LOG_FORMAT", default="text")
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "formatters": {
+        "plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"},
+        "json": {"()": "config.logs.JsonFormatter"},
+    },
+    "filters": {"context": {"()": "config.logs.ContextFilter"}},
+    "handlers": {
+        "console": {
+            "class": "logging.StreamHandler",
+            "formatter": "json" if LOG_FORMAT == "json" else "plain",
+            "filters": ["context"],
+        }
+    },
     "root": {"handlers": ["console"], "level": LOG_LEVEL},
     "loggers": {"django.request": {"level": "ERROR"}},
 }
@@ -196,7 +226,22 @@ JOB_RETRY_DELAYS: tuple[float, ...] = tuple(
     float(x) for x in env.list("JOB_RETRY_DELAYS", default=["1", "5", "25"])
 )
 WORKER_METRICS_PORT: int = env.int("WORKER_METRICS_PORT", default=9102)
+# A job delivered this many times more without an ack (it kills its worker: a crash, an
+# OOM kill) goes to the dead-letter queue instead of looping: RabbitMQ's x-delivery-limit
+# on the quorum jobs queue, so at most JOB_DELIVERY_LIMIT + 1 deliveries. Changing it
+# needs a new jobs queue (a queue's arguments are fixed; workers/topology.py).
+JOB_DELIVERY_LIMIT: int = env.int("JOB_DELIVERY_LIMIT", default=5)
+# How often each worker reads tictac_jobs_queue_depth from the broker.
+WORKER_QUEUE_DEPTH_SECONDS: float = env.float("WORKER_QUEUE_DEPTH_SECONDS", default=5.0)
 LAYER_PUBLISH_TIMEOUT_SECONDS: float = env.float("LAYER_PUBLISH_TIMEOUT_SECONDS", default=10.0)
+
+# Seats and rooms nobody uses (game/lifecycle.py, the workers' sweep): a seat with no open
+# socket this long is released (a running game is forfeited); a room with no seat taken
+# and no socket, unchanged this long, is removed. Quick match gives up after
+# QUICKMATCH_TIMEOUT_SECONDS without an opponent (the page offers the computer).
+SEAT_OFFLINE_RELEASE_SECONDS: float = env.float("SEAT_OFFLINE_RELEASE_SECONDS", default=120.0)
+EMPTY_ROOM_SECONDS: float = env.float("EMPTY_ROOM_SECONDS", default=600.0)
+QUICKMATCH_TIMEOUT_SECONDS: float = env.float("QUICKMATCH_TIMEOUT_SECONDS", default=60.0)
 
 # Computer opponent: pause before its move, so it reads like a turn.
 BOT_THINK_SECONDS: float = env.float("BOT_THINK_SECONDS", default=0.4)

@@ -9,6 +9,10 @@ ALLOWED_HOSTS = env.list("ALLOWED_HOSTS")
 SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
 SECURE_CONTENT_TYPE_NOSNIFF = True
 
+# Behind PgBouncer in transaction mode (k8s: the CloudNativePG Pooler) a named cursor
+# (QuerySet.iterator()) can outlive the transaction's server connection: fetch instead.
+DATABASES["default"]["DISABLE_SERVER_SIDE_CURSORS"] = True
+
 # HTTPS only, behind an ingress that terminates TLS and says so in X-Forwarded-Proto.
 # The kubelet's probes and Prometheus reach the pods over plain HTTP: never redirected.
 SECURE_SSL_REDIRECT = env.bool("SECURE_SSL_REDIRECT", default=True)

@@ -10,18 +10,11 @@ from collections.abc import Callable
 
 from playwright.sync_api import Page, expect
 
+from tests.support.page import seat
 from tests.support.server import UvicornServer
 
 NewPage = Callable[..., Page]
 RECONNECT_TIMEOUT_MS = 20_000
-
-
-def seat(page: Page, server: UvicornServer, room: str, name: str, mark: str) -> None:
-    page.goto(f"{server.url}/?room={room}")
-    expect(page.get_by_test_id("connection")).to_have_attribute("data-state", "open")
-    page.get_by_test_id("name-input").fill(name)
-    page.get_by_test_id("join").click()
-    expect(page.get_by_test_id("my-mark")).to_have_text(mark)
 
 
 def test_a_cut_off_page_says_it_is_reconnecting_and_greys_presence(

@@ -108,7 +108,7 @@ async def test_a_move_on_the_current_row_is_one_statement_and_no_read(stores: St
     await seated("one")
     known = await current("one")
     stores.spy.reads = stores.spy.writes = 0
-    applied = await play.move(code="one", mark="X", cell=4, version=None, known=known)
+    applied = await play.move(holder=None, code="one", mark="X", cell=4, version=None, known=known)
     assert (stores.spy.reads, stores.spy.writes, stores.spy.misses) == (0, 1, 0)
     assert applied.row.version == known.version + 1
     assert applied.row.board == "....X...."
@@ -118,12 +118,14 @@ async def test_a_move_on_the_current_row_is_one_statement_and_no_read(stores: St
 async def test_a_copy_behind_misses_once_then_rereads_and_lands(stores: Stores) -> None:
     await seated("behind")
     stale = await current("behind")
-    await play.move(code="behind", mark="X", cell=0, version=None, known=stale)
-    await play.move(code="behind", mark="O", cell=3, version=None, known=None)
+    await play.move(holder=None, code="behind", mark="X", cell=0, version=None, known=stale)
+    await play.move(holder=None, code="behind", mark="O", cell=3, version=None, known=None)
     stores.spy.reads = stores.spy.writes = stores.spy.misses = 0
     # The copy is two versions behind and says it is X's turn: that is true again now,
     # so the swap misses on the version, the row is read again and the move lands.
-    applied = await play.move(code="behind", mark="X", cell=1, version=None, known=stale)
+    applied = await play.move(
+        holder=None, code="behind", mark="X", cell=1, version=None, known=stale
+    )
     assert (stores.spy.reads, stores.spy.writes, stores.spy.misses) == (1, 2, 1)
     assert applied.row.board == "XX.O....."
     assert applied.row.version == stale.version + 3
@@ -132,11 +134,13 @@ async def test_a_copy_behind_misses_once_then_rereads_and_lands(stores: Stores) 
 async def test_a_copy_behind_never_turns_into_a_wrong_error(stores: Stores) -> None:
     """The copy says "not your turn" (O moved since); the current row says it is X's."""
     await seated("wrong")
-    await play.move(code="wrong", mark="X", cell=0, version=None, known=None)
+    await play.move(holder=None, code="wrong", mark="X", cell=0, version=None, known=None)
     after_x = await current("wrong")
-    await play.move(code="wrong", mark="O", cell=3, version=None, known=after_x)
+    await play.move(holder=None, code="wrong", mark="O", cell=3, version=None, known=after_x)
     stores.spy.reads = 0
-    applied = await play.move(code="wrong", mark="X", cell=1, version=None, known=after_x)
+    applied = await play.move(
+        holder=None, code="wrong", mark="X", cell=1, version=None, known=after_x
+    )
     assert applied.row.board == "XX.O....."
     assert stores.spy.reads == 1  # the error the copy suggested was checked on a fresh row
 
@@ -146,9 +150,13 @@ async def test_a_finishing_move_writes_its_result_in_the_same_statement(stores: 
     known = await current("fin")
     script: list[tuple[Mark, int]] = [("X", 0), ("O", 3), ("X", 1), ("O", 4)]
     for mark, cell in script:
-        known = (await play.move(code="fin", mark=mark, cell=cell, version=None, known=known)).row
+        known = (
+            await play.move(
+                holder=None, code="fin", mark=mark, cell=cell, version=None, known=known
+            )
+        ).row
     stores.spy.writes = stores.spy.reads = 0
-    applied = await play.move(code="fin", mark="X", cell=2, version=None, known=known)
+    applied = await play.move(holder=None, code="fin", mark="X", cell=2, version=None, known=known)
     assert (stores.spy.reads, stores.spy.writes) == (0, 1)
     assert applied.finished_key == f"fin:{applied.row.version}"
     result = await GameResult.objects.aget(key=applied.finished_key)
@@ -199,11 +207,12 @@ async def _outcome_fast(
     await seated(code)
     first = await current(code)
     for mark, cell in moves:
-        await play.move(code=code, mark=mark, cell=cell, version=None, known=None)
+        await play.move(holder=None, code=code, mark=mark, cell=cell, version=None, known=None)
     now = await current(code)
     mark, cell = tried
     try:
         applied = await play.move(
+            holder=None,
             code=code, mark=mark, cell=cell, version=_version(sent, now.version),
             known=known_of(first, now),
         )  # fmt: skip
@@ -276,7 +285,13 @@ async def test_replicas_racing_for_one_turn_accept_exactly_one_move(
             version = known.version if send_version else None
             try:
                 return await play.move(
-                    code=code, mark=mark, cell=cell, version=version, known=known, via=store
+                    holder=None,
+                    code=code,
+                    mark=mark,
+                    cell=cell,
+                    version=version,
+                    known=known,
+                    via=store,
                 )
             except GameError as error:
                 return error.code
@@ -317,7 +332,9 @@ async def test_moves_of_many_rooms_at_once_share_a_pipeline_and_each_gets_its_ro
     batches, statements = store.batcher.batches, store.batcher.statements
     applied = await asyncio.gather(
         *(
-            play.move(code=code, mark="X", cell=i % 9, version=None, known=row, via=store)
+            play.move(
+                holder=None, code=code, mark="X", cell=i % 9, version=None, known=row, via=store
+            )
             for i, (code, row) in enumerate(known.items())
         )
     )
@@ -336,7 +353,7 @@ async def test_a_statement_that_fails_in_a_pipeline_fails_alone(stores: Stores) 
     store = stores.new()
     known = await batch_of_rooms(store, "fail", 6)
     moves = [
-        play.move(code=code, mark="X", cell=4, version=None, known=row, via=store)
+        play.move(holder=None, code=code, mark="X", cell=4, version=None, known=row, via=store)
         for code, row in known.items()
     ]
     broken = store.batcher.run("fail-3", "SELECT 1 / 0", {})
@@ -356,7 +373,13 @@ async def test_moves_for_one_turn_in_one_pipeline_land_once(stores: Stores) -> N
     results = await asyncio.gather(
         *(
             play.move(
-                code="turn-0", mark="X", cell=cell, version=known.version, known=known, via=store
+                holder=None,
+                code="turn-0",
+                mark="X",
+                cell=cell,
+                version=known.version,
+                known=known,
+                via=store,
             )
             for cell in range(8)
         ),

@@ -39,6 +39,7 @@ STATE_KEYS = {
     "players",
     "spectators",
     "rematch",
+    "presence_at",
 }
 # X wins on the top row; O has 3 and 4.
 X_WINS: list[tuple[Mark, int]] = [("X", 0), ("O", 3), ("X", 1), ("O", 4), ("X", 2)]
@@ -449,7 +450,10 @@ def test_sweep_drops_connections_of_a_replica_that_stopped_beating() -> None:
     assert not Replica.objects.filter(name="dead").exists()
     assert set(Connection.objects.values_list("channel_name", flat=True)) == {"bo", "elsewhere"}
     assert state()["players"]["X"] == {"name": "ana", "online": False}
-    assert row() == before  # the seat stays, only presence changed
+    after = row()
+    assert after.pop("x_away_since") is not None  # the seat's holder is away from now
+    before.pop("x_away_since")
+    assert after == before  # the seat stays, only presence changed
     assert presence.replicas_sweep(timeout_seconds=60) == []
     # The seat is still ana's to reclaim on a live replica.
     assert join(connect("ana-back", replica="alive"), "ana", token=x.token).mark == "X"
@@ -544,7 +548,8 @@ def test_room_state_has_the_protocol_shape_through_a_whole_game() -> None:
     for message in seen:
         assert_state_shape(message)
     assert [message["version"] for message in seen] == [0, 1, 2, 3, 4, 5, 6, 7, 7]
-    final = seen[-1]
+    final = dict(seen[-1])
+    assert final.pop("presence_at") >= seen[0]["presence_at"]
     assert final == {
         "type": "state",
         "room": ROOM,

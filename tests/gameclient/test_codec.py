@@ -65,6 +65,46 @@ def test_the_newest_state_wins_and_the_later_one_on_a_tie() -> None:
     assert not codec.newer(six, seven)
 
 
+def state(version: int, presence_at: int, *, online: bool, spectators: int) -> dict[str, Any]:
+    players = {"X": {"name": "ana", "online": online}, "O": {"name": "bo", "online": True}}
+    return {
+        "type": "state",
+        "version": version,
+        "board": [None] * 9,
+        "players": players,
+        "spectators": spectators,
+        "presence_at": presence_at,
+    }
+
+
+def test_a_later_presence_count_wins_whatever_version_it_rode_with() -> None:
+    # Replica A counted ana offline at t=200 with version 7; replica B's older count
+    # (t=100, ana online) arrives later on the same version, then a move at version 8
+    # still carrying the t=100 count.
+    counted_late = state(7, 200, online=False, spectators=3)
+    counted_early = state(7, 100, online=True, spectators=5)
+    kept = codec.merged(counted_late, None)
+    kept = codec.merged(counted_early, kept)
+    assert kept["players"]["X"]["online"] is False
+    assert (kept["spectators"], kept["presence_at"]) == (3, 200)
+    moved = {**state(8, 100, online=True, spectators=5), "board": ["X"] + [None] * 8}
+    kept = codec.merged(moved, kept)
+    assert kept["version"] == 8
+    assert kept["board"][0] == "X"
+    assert kept["players"]["X"]["online"] is False
+    assert kept["spectators"] == 3
+    # A newer count wins again.
+    kept = codec.merged(state(8, 300, online=True, spectators=1), kept)
+    assert (kept["players"]["X"]["online"], kept["spectators"]) == (True, 1)
+
+
+def test_presence_of_a_seat_that_changed_hands_is_not_carried_over() -> None:
+    kept = state(7, 200, online=False, spectators=0)
+    newcomer = state(8, 100, online=True, spectators=0)
+    newcomer["players"]["X"] = {"name": "cy", "online": True}
+    assert codec.merged(newcomer, kept)["players"]["X"] == {"name": "cy", "online": True}
+
+
 def test_the_codec_needs_only_the_standard_library() -> None:
     """Locust's environment (requirements/loadtest.txt) has neither Django nor `websockets`."""
     probe = (

@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import pytest
 import yaml
@@ -35,12 +36,21 @@ TOOLS_BIN = Path(os.environ.get("K8S_TOOLS_BIN", str(ROOT / ".venv-k8s" / "bin")
 OVERLAYS = ("dev", "production", "loadtest")
 APP_IMAGES = ("tictac-fleet", "tictac-fleet-loadtest")
 WORKLOAD_KINDS = {"Deployment", "StatefulSet", "DaemonSet", "Job", "CronJob", "Pod"}
-SECRET_KEYS = {"SECRET_KEY", "DATABASE_URL", "RABBITMQ_URL"}
+# The settings that are secrets: files in /etc/tictac/secrets, named by the ConfigMap's
+# `<name>_FILE` keys (django-environ's FileAwareEnv), never environment variables.
+SECRET_KEYS = {"SECRET_KEY", "DATABASE_PASSWORD", "RABBITMQ_USERNAME", "RABBITMQ_PASSWORD"}
+SECRETS_DIR = "/etc/tictac/secrets"
 WEB_COMMAND = ["gunicorn", "config.asgi:application", "-c", "deploy/gunicorn.conf.py"]
+# Production's broker and database, made by their operators (k8s/components/rabbitmq-operator,
+# k8s/components/cloudnative-pg) and the Gateway API's way in (k8s/components/gateway).
+OPERATOR_KINDS = (
+    "RabbitmqCluster", "Vhost", "User", "Permission", "Policy",
+    "Cluster", "Pooler", "ScheduledBackup", "ObjectStore", "Gateway", "HTTPRoute",
+)  # fmt: skip
 # Seconds on top of preStop + gunicorn's graceful_timeout before the kubelet's SIGKILL.
 GRACE_MARGIN_SECONDS = 5
-# The worker fleet's promise: on SIGTERM it drains within 30 s.
-WORKER_DRAIN_SECONDS = 30
+# The worker fleet's promise: on SIGTERM it drains within 25 s (`run_workers --grace`).
+WORKER_DRAIN_SECONDS = 25
 
 
 # --- tools and renderings ----------------------------------------------------------------
@@ -157,7 +167,8 @@ def web(rendering: Rendering) -> dict[str, Any]:
 def test_every_overlay_renders_with_plain_kubectl_apply_k(rendered: dict[str, Rendering]) -> None:
     for overlay, rendering in rendered.items():
         kinds = {d["kind"] for d in rendering.docs}
-        assert {"Deployment", "Service", "ConfigMap", "Job", "Ingress"} <= kinds, overlay
+        assert {"Deployment", "Service", "ConfigMap", "Job"} <= kinds, overlay
+        assert kinds & {"Ingress", "HTTPRoute"}, f"{overlay}: no way in"
         assert len(rendering.of_kind("Namespace")) == 1, overlay
         namespace = rendering.of_kind("Namespace")[0]["metadata"]["name"]
         for doc in rendering.docs:
@@ -173,7 +184,8 @@ def test_renderings_pass_strict_schema_validation(rendered: dict[str, Rendering]
     assert proc.returncode == 0, proc.stderr
     assert len(report["checked"]) == sum(len(r.docs) for r in rendered.values())
     by_kind = {kind: schema for _, kind, _, schema in report["checked"]}
-    for crd in ("ServiceMonitor", "PodMonitor", "PrometheusRule", "ScaledObject"):
+    crds = ("ServiceMonitor", "PodMonitor", "PrometheusRule", "ScaledObject", *OPERATOR_KINDS)
+    for crd in crds:
         assert by_kind[crd].startswith("k8s/schemas/"), crd
     assert by_kind["TriggerAuthentication"].startswith("k8s/schemas/")
     assert by_kind["Deployment"].endswith("strict")
@@ -198,6 +210,16 @@ def test_renderings_pass_strict_schema_validation(rendered: dict[str, Rendering]
             "TriggerAuthentication",
             lambda d: d["spec"]["secretTargetRef"][0].pop("key"),
             "'key' is a required property",
+        ),
+        ("RabbitmqCluster", lambda d: d["spec"].update(replica=3), "replica"),
+        ("Cluster", lambda d: d["spec"]["storage"].update(sise="1Gi"), "sise"),
+        ("Pooler", lambda d: d["spec"]["pgbouncer"].update(poolMode="txn"), "txn"),
+        ("HTTPRoute", lambda d: d["spec"]["rules"][0].update(timeout="0s"), "timeout"),
+        ("User", lambda d: d["spec"].update(password="x"), "password"),
+        (
+            "ScaledObject",
+            lambda d: d["spec"]["triggers"][0]["metadata"].update(treshold="1"),
+            "treshold",
         ),
     ],
 )
@@ -352,12 +374,14 @@ def test_web_grace_period_covers_prestop_and_the_drain(
 
 
 def test_worker_grace_period_covers_its_drain(rendered: dict[str, Rendering]) -> None:
-    drain = WORKER_DRAIN_SECONDS
-    command = ROOT / "game" / "management" / "commands" / "run_workers.py"
-    if command.exists():
-        from game.management.commands.run_workers import Command
+    from game.management.commands.run_workers import Command
 
-        drain = max(drain, Command().create_parser("manage.py", "run_workers").parse_args([]).grace)
+    # The drain the README and the Deployment promise is the command's own default.
+    grace = Command().create_parser("manage.py", "run_workers").parse_args([]).grace
+    assert grace == WORKER_DRAIN_SECONDS
+    drain = WORKER_DRAIN_SECONDS
+    readme = " ".join((K8S / "README.md").read_text().split())
+    assert f"Workers get 45 s for their {WORKER_DRAIN_SECONDS} s drain" in readme
     for rendering in rendered.values():
         spec = pod_spec_of(rendering.get("Deployment", "tictac-worker"))
         assert spec["terminationGracePeriodSeconds"] >= drain + GRACE_MARGIN_SECONDS
@@ -427,6 +451,9 @@ def test_no_host_paths_and_writable_mounts_are_scratch_or_claims(
             }
             for volume in pod_spec_of(workload).get("volumes", []):
                 kinds = set(volume) - {"name"}
+                if (workload["metadata"]["name"], volume["name"]) == ("locust-master", "reports"):
+                    assert kinds == {"persistentVolumeClaim"}, volume  # the load test's report
+                    continue
                 assert kinds <= {"emptyDir", "configMap", "secret", "projected"}, volume
             for c in pod_spec_of(workload)["containers"]:
                 for mount in c.get("volumeMounts", []):
@@ -548,6 +575,9 @@ def settings_env_names() -> set[str]:
         names |= set(re.findall(r"env(?:\.\w+)?\(\s*\"([A-Z][A-Z0-9_]*)\"", text))
         names |= set(re.findall(r"os\.environ\.get\(\s*\"([A-Z][A-Z0-9_]*)\"", text))
         names |= set(re.findall(r"os\.environ\[\s*\"([A-Z][A-Z0-9_]*)\"\s*\]", text))
+    # django-environ's FileAwareEnv: every X may come as X_FILE, the path of a file.
+    if "environ.FileAwareEnv()" in (ROOT / "config" / "settings" / "base.py").read_text():
+        names |= {f"{name}_FILE" for name in names}
     return names | {"DJANGO_SETTINGS_MODULE"}
 
 
@@ -568,11 +598,38 @@ def test_config_and_secrets_hold_only_settings_the_app_reads(
         assert config["DJANGO_SETTINGS_MODULE"] == "config.settings.production"
         assert config["DEBUG"] == "false"
         assert config["WEB_CONCURRENCY"] == "1", "metrics are per process: one worker per pod"
-        for workload in ("tictac-web", "tictac-worker"):
-            for c in pod_spec_of(rendering.get("Deployment", workload))["containers"]:
-                refs = [next(iter(ref.values()))["name"] for ref in c["envFrom"]]
-                assert refs[0].startswith("tictac-config")
-                assert re.fullmatch(r"tictac-secrets(-[a-z0-9]{10})?", refs[1]), refs
+        for key in ("DATABASE_URL", "RABBITMQ_URL"):
+            assert urlsplit(config[key]).password is None, f"{key}: its password is a file"
+        # Every secret is a file in SECRETS_DIR, named as its setting, found through X_FILE.
+        for key in SECRET_KEYS:
+            assert config[f"{key}_FILE"] == f"{SECRETS_DIR}/{key}"
+        for c in containers(rendering):
+            if c.image_name != "tictac-fleet":
+                continue
+            refs = [next(iter(ref.values()))["name"] for ref in c.spec["envFrom"]]
+            assert len(refs) == 1, (c.where, refs)
+            assert refs[0].startswith("tictac-config"), (c.where, refs)
+            assert not [
+                e for e in c.spec.get("env", []) if "secretKeyRef" in e.get("valueFrom", {})
+            ]
+            (mount,) = [m for m in c.spec["volumeMounts"] if m["mountPath"] == SECRETS_DIR]
+            assert mount["readOnly"] is True, c.where
+            (volume,) = [v for v in c.pod_spec["volumes"] if v["name"] == mount["name"]]
+            assert volume["projected"]["defaultMode"] == 0o440, c.where
+            if rendering.overlay != "dev":
+                files = {
+                    item["path"]: (source["secret"]["name"], item["key"])
+                    for source in volume["projected"]["sources"]
+                    for item in source["secret"]["items"]
+                }
+                assert files == {
+                    "SECRET_KEY": ("tictac-secrets", "SECRET_KEY"),
+                    # CloudNativePG's Secret of the Cluster's owner: <cluster>-app
+                    "DATABASE_PASSWORD": ("tictac-db-app", "password"),
+                    # The Messaging Topology Operator's Secret of a User: <user>-user-credentials
+                    "RABBITMQ_USERNAME": ("tictac-user-credentials", "username"),
+                    "RABBITMQ_PASSWORD": ("tictac-user-credentials", "password"),
+                }, c.where
     assert known >= SECRET_KEYS
     dev_secrets = [
         d for d in rendered["dev"].of_kind("Secret") if d["metadata"]["name"].startswith("tictac-")
@@ -585,27 +642,91 @@ def test_config_and_secrets_hold_only_settings_the_app_reads(
         assert secrets == [], [s["metadata"]["name"] for s in secrets]
 
 
-def test_dev_secrets_match_the_in_cluster_broker_and_database() -> None:
-    from urllib.parse import urlsplit
+def test_production_wires_the_app_to_the_operators_services_and_secrets(
+    rendered: dict[str, Rendering],
+) -> None:
+    for overlay in ("production", "loadtest"):
+        rendering = rendered[overlay]
+        namespace = rendering.of_kind("Namespace")[0]["metadata"]["name"]
+        config = rendering.configmap("tictac-config")
+        (rabbit,) = rendering.of_kind("RabbitmqCluster")
+        spec = rabbit["spec"]
+        assert spec["replicas"] == 3
+        assert re.fullmatch(r"rabbitmq:4\.\d+\.\d+(-management)?", spec["image"]), spec["image"]
+        assert spec["resources"]["requests"]
+        assert spec["resources"]["limits"]
+        anti = spec["affinity"]["podAntiAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]
+        assert anti[0]["topologyKey"] == "kubernetes.io/hostname"
+        amqp = urlsplit(config["RABBITMQ_URL"])
+        # KEDA's operator resolves this name from its own namespace: qualify it.
+        assert amqp.hostname == f"{rabbit['metadata']['name']}.{namespace}.svc", amqp
+        assert (amqp.scheme, amqp.port) == ("amqp", 5672)
+        (vhost,) = rendering.of_kind("Vhost")
+        assert amqp.path == f"/{vhost['spec']['name']}"
+        assert "defaultQueueType" not in vhost["spec"], "the layer's queues are exclusive"
+        (user,) = rendering.of_kind("User")
+        (permission,) = rendering.of_kind("Permission")
+        assert permission["spec"]["userReference"]["name"] == user["metadata"]["name"]
+        assert permission["spec"]["vhost"] == vhost["spec"]["name"]
+        for doc in (vhost, user, permission, *rendering.of_kind("Policy")):
+            assert doc["spec"]["rabbitmqClusterReference"]["name"] == rabbit["metadata"]["name"]
+        assert user["metadata"]["name"] + "-user-credentials" == "tictac-user-credentials"
 
+        (cluster,) = rendering.of_kind("Cluster")
+        assert cluster["spec"]["instances"] == 3
+        assert cluster["spec"]["storage"]["size"]
+        owner = cluster["spec"]["bootstrap"]["initdb"]
+        (pooler,) = rendering.of_kind("Pooler")
+        assert pooler["spec"]["cluster"]["name"] == cluster["metadata"]["name"]
+        assert pooler["spec"]["type"] == "rw"
+        bouncer = pooler["spec"]["pgbouncer"]
+        # psycopg prepares statements server-side: transaction mode needs them tracked.
+        if bouncer["poolMode"] == "transaction":
+            assert int(bouncer["parameters"]["max_prepared_statements"]) > 0
+        db = urlsplit(config["DATABASE_URL"])
+        assert (db.hostname, db.port) == (pooler["metadata"]["name"], 5432)
+        assert (db.username, db.path) == (owner["owner"], f"/{owner['database']}")
+        assert cluster["metadata"]["name"] + "-app" == "tictac-db-app"
+        # Migrations go to the primary's Service itself.
+        (migrate,) = pod_spec_of(rendering.get("Job", "tictac-migrate"))["containers"]
+        (direct,) = [e["value"] for e in migrate["env"] if e["name"] == "DATABASE_URL"]
+        assert urlsplit(direct).hostname == f"{cluster['metadata']['name']}-rw"
+        assert not rendering.of_kind("StatefulSet")
+    # Backups in production only (a load test's database is thrown away).
+    backup = rendered["production"].get("ScheduledBackup", "tictac-db-nightly")["spec"]
+    (store,) = rendered["production"].of_kind("ObjectStore")
+    (plugin,) = rendered["production"].of_kind("Cluster")[0]["spec"]["plugins"]
+    assert plugin["parameters"]["barmanObjectName"] == store["metadata"]["name"]
+    assert plugin["isWALArchiver"] is True
+    assert backup["method"] == "plugin"
+    assert backup["pluginConfiguration"]["name"] == plugin["name"]
+    assert backup["cluster"]["name"] == "tictac-db"
+    assert not rendered["loadtest"].of_kind("ScheduledBackup")
+    assert "plugins" not in rendered["loadtest"].of_kind("Cluster")[0]["spec"]
+
+
+def test_dev_secrets_match_the_in_cluster_broker_and_database(
+    rendered: dict[str, Rendering],
+) -> None:
     secrets = dict(
         line.split("=", 1)
         for line in (K8S / "base" / "secrets.env.example").read_text().splitlines()
         if "=" in line
     )
     assert set(secrets) == SECRET_KEYS
-    db = urlsplit(secrets["DATABASE_URL"])
+    config = rendered["dev"].configmap("tictac-config")
+    db = urlsplit(config["DATABASE_URL"])
     postgres = (K8S / "components" / "postgres" / "statefulset.yaml").read_text()
     password = (K8S / "components" / "postgres" / "credentials.env.example").read_text()
     assert (db.scheme, db.hostname, db.port) == ("postgres", "postgres", 5432)
-    assert f"password={db.password}" in password
+    assert f"password={secrets['DATABASE_PASSWORD']}" in password
     assert f"POSTGRES_USER\n              value: {db.username}" in postgres
     assert f"POSTGRES_DB\n              value: {db.path.lstrip('/')}" in postgres
-    amqp = urlsplit(secrets["RABBITMQ_URL"])
+    amqp = urlsplit(config["RABBITMQ_URL"])
     rabbit = (K8S / "components" / "rabbitmq" / "credentials.conf.example").read_text()
     assert (amqp.scheme, amqp.hostname, amqp.port, amqp.path) == ("amqp", "rabbitmq", 5672, "/%2f")
-    assert f"default_user = {amqp.username}" in rabbit
-    assert f"default_pass = {amqp.password}" in rabbit
+    assert f"default_user = {secrets['RABBITMQ_USERNAME']}" in rabbit
+    assert f"default_pass = {secrets['RABBITMQ_PASSWORD']}" in rabbit
 
 
 def test_web_pods_accept_the_hosts_that_reach_them(rendered: dict[str, Rendering]) -> None:
@@ -621,17 +742,29 @@ def test_web_pods_accept_the_hosts_that_reach_them(rendered: dict[str, Rendering
         config = rendering.configmap("tictac-config")
         hosts = config["ALLOWED_HOSTS"].split(",")
         origins = config["CSRF_TRUSTED_ORIGINS"].split(",")
-        (ingress,) = rendering.of_kind("Ingress")
-        tls = bool(ingress["spec"].get("tls"))
-        for rule in ingress["spec"]["rules"]:
-            assert rule["host"] in hosts, (rendering.overlay, rule["host"])
-            assert f"{'https' if tls else 'http'}://{rule['host']}" in origins
+        public: list[tuple[str, bool]] = []  # (host, https)
+        for ingress in rendering.of_kind("Ingress"):
+            tls = bool(ingress["spec"].get("tls"))
+            public += [(rule["host"], tls) for rule in ingress["spec"]["rules"]]
+        for gateway in rendering.of_kind("Gateway"):
+            public += [
+                (listener["hostname"], True)
+                for listener in gateway["spec"]["listeners"]
+                if listener["protocol"] == "HTTPS"
+            ]
+        for route in rendering.of_kind("HTTPRoute"):
+            public += [(host, True) for host in route["spec"]["hostnames"]]
+        assert public, rendering.overlay
+        for host, https in public:
+            assert host in hosts, (rendering.overlay, host)
+            assert f"{'https' if https else 'http'}://{host}" in origins
     (master,) = [
         c
         for c in containers(rendered["loadtest"])
         if c.workload["metadata"]["name"] == "locust-master"
     ]
     (host,) = [a.split("=", 1)[1] for a in master.spec["command"] if a.startswith("--host=")]
+    assert rendered["loadtest"].get("Service", "tictac-web")
     assert host == "http://tictac-web"
     assert "tictac-web" in rendered["loadtest"].configmap("tictac-config")["ALLOWED_HOSTS"].split(
         ","
@@ -721,6 +854,59 @@ def test_locust_runs_the_repository_loadtest_from_its_own_image(
     assert re.search(r"^locust==", (ROOT / "requirements" / "loadtest.txt").read_text(), re.M)
 
 
+def test_loadtest_overlay_runs_a_headless_thresholded_locust_job(
+    rendered: dict[str, Rendering],
+) -> None:
+    """The master Job runs the repository's thresholded Locust run headless and fails, never
+    retried, when a threshold fails; tests/loadtest/test_loadtest_job.py runs this very
+    command line against a local fleet."""
+    rendering = rendered["loadtest"]
+    assert not [d for d in rendering.of_kind("Deployment") if "locust" in d["metadata"]["name"]]
+    master = rendering.get("Job", "locust-master")
+    workers = rendering.get("Job", "locust-worker")
+    assert master["spec"]["backoffLimit"] == 0
+    assert workers["spec"]["backoffLimit"] == 0
+    pod = pod_spec_of(master)
+    assert pod["restartPolicy"] == "Never"
+    (container,) = pod["containers"]
+    shell, dash_c, script, arg0, *argv = container["command"]
+    assert (shell, dash_c, arg0) == ("sh", "-c", "locust")
+    assert 'locust "$@"' in script
+    assert script.rstrip().endswith("exit $status")
+    options = dict(a.removeprefix("--").split("=", 1) if "=" in a else (a[2:], "") for a in argv)
+    assert {"master", "headless"} <= set(options)
+    assert options["locustfile"] == "/app/loadtest/locustfile.py"
+    assert options["config"] == "/app/loadtest/locust.conf"
+    assert int(options["users"]) > 0
+    assert float(options["spawn-rate"]) > 0
+    assert re.fullmatch(r"\d+[smh]", options["run-time"])
+    assert int(options["expect-workers"]) == workers["spec"]["parallelism"]
+    assert workers["spec"]["completions"] == workers["spec"]["parallelism"]
+    # The thresholds are the locustfile's (loadtest/summary.py: exit code 1 when one fails).
+    assert "summary.finish(environment)" in (ROOT / "loadtest" / "locustfile.py").read_text()
+    assert "process_exit_code = 0 if" in (ROOT / "loadtest" / "summary.py").read_text()
+    thresholds = rendering.configmap("tictac-loadtest")
+    assert {"THRESHOLD_MOVE_P99_MS", "THRESHOLD_P99_MS", "MAX_LOST", "MAX_FAIL_RATIO"} <= set(
+        thresholds
+    )
+    # Reports on a volume that outlives the pod, and in the log.
+    reports = {m["mountPath"]: m["name"] for m in container["volumeMounts"]}["/reports"]
+    (volume,) = [v for v in pod["volumes"] if v["name"] == reports]
+    claim = volume["persistentVolumeClaim"]["claimName"]
+    assert rendering.get("PersistentVolumeClaim", claim)
+    assert options["html"].startswith("/reports/")
+    assert options["csv"].startswith("/reports/")
+    env = {e["name"]: e.get("value") for e in container["env"]}
+    assert env["LOADTEST_SUMMARY_JSON"] == "/reports/summary.json"
+    assert "cat" in script
+    assert "/reports/summary.json" in script
+    (worker,) = pod_spec_of(workers)["containers"]
+    assert "--worker" in worker["command"]
+    assert f"--master-port={options['master-bind-port']}" in worker["command"]
+    assert "--master-host=locust-master" in worker["command"]
+    assert rendering.get("Service", "locust-master")
+
+
 # --- rollout, scaling, traffic ----------------------------------------------------------------
 
 
@@ -738,11 +924,14 @@ def test_rolling_deploys_drain_one_pod_at_a_time_without_affinity(
             assert "replicas" not in rendering.get("Deployment", name)["spec"]
         service = rendering.get("Service", "tictac-web")
         assert service["spec"].get("sessionAffinity", "None") == "None"
-        (ingress,) = rendering.of_kind("Ingress")
-        annotations = ingress["metadata"]["annotations"]
-        assert not [a for a in annotations if "affinity" in a or "upstream-hash" in a]
-        for timeout in ("proxy-read-timeout", "proxy-send-timeout"):
-            assert int(annotations[f"nginx.ingress.kubernetes.io/{timeout}"]) >= 3600
+        for ingress in rendering.of_kind("Ingress"):
+            annotations = ingress["metadata"]["annotations"]
+            assert not [a for a in annotations if "affinity" in a or "upstream-hash" in a]
+            for timeout in ("proxy-read-timeout", "proxy-send-timeout"):
+                assert int(annotations[f"nginx.ingress.kubernetes.io/{timeout}"]) >= 3600
+        for route in rendering.of_kind("HTTPRoute"):
+            for rule in route["spec"]["rules"]:
+                assert "sessionPersistence" not in rule
         for name in ("tictac-web", "tictac-worker"):
             assert rendering.get("PodDisruptionBudget", name)["spec"]["maxUnavailable"] == 1
         web_spec = pod_spec_of(deployment)
@@ -765,7 +954,7 @@ def test_replica_counts_per_environment(rendered: dict[str, Rendering]) -> None:
         assert rendered["dev"].get("StatefulSet", name)["spec"]["replicas"] == 1
     for overlay in ("production", "loadtest"):
         rendering = rendered[overlay]
-        assert hpa_min(rendering, "tictac-web") >= 3
+        assert rendering.get("ScaledObject", "tictac-web")["spec"]["minReplicaCount"] >= 3
         assert not rendering.of_kind("StatefulSet"), "production's broker and database are external"
         spec = pod_spec_of(rendering.get("Deployment", "tictac-web"))
         (hard,) = [
@@ -781,16 +970,22 @@ def test_replica_counts_per_environment(rendered: dict[str, Rendering]) -> None:
         }
 
 
+def topology_constant(name: str) -> str:
+    """A queue name of workers/topology.py (the lead's quorum topology names its queues)."""
+    match = re.search(
+        rf'^{name} = "([^"]+)"$', (ROOT / "workers" / "topology.py").read_text(), re.M
+    )
+    assert match, f"workers/topology.py defines no {name}"
+    return match.group(1)
+
+
 def test_keda_scales_workers_on_the_jobs_queue_instead_of_the_cpu_hpa(
     rendered: dict[str, Rendering],
 ) -> None:
-    topology = ROOT / "workers" / "topology.py"
-    if topology.is_file():
-        assert 'JOBS_QUEUE = "tictac.jobs"' in topology.read_text()
+    jobs_queue = topology_constant("JOBS_QUEUE")
     for overlay in ("production", "loadtest"):
         rendering = rendered[overlay]
-        hpas = {h["metadata"]["name"] for h in rendering.of_kind("HorizontalPodAutoscaler")}
-        assert hpas == {"tictac-web"}
+        assert not rendering.of_kind("HorizontalPodAutoscaler"), "KEDA owns both Deployments"
         scaled = rendering.get("ScaledObject", "tictac-worker")["spec"]
         assert scaled["scaleTargetRef"] == {
             "apiVersion": "apps/v1",
@@ -800,13 +995,100 @@ def test_keda_scales_workers_on_the_jobs_queue_instead_of_the_cpu_hpa(
         assert scaled["minReplicaCount"] >= 1, "the workers run the periodic sweep"
         (trigger,) = scaled["triggers"]
         assert trigger["type"] == "rabbitmq"
-        assert trigger["metadata"]["queueName"] == "tictac.jobs"
+        assert trigger["metadata"]["queueName"] == jobs_queue
+        # The host and vhost from the worker's own RABBITMQ_URL, the user from its Secret.
+        assert trigger["metadata"]["hostFromEnv"] == "RABBITMQ_URL"
+        assert "RABBITMQ_URL" in rendering.configmap("tictac-config")
         auth = rendering.get("TriggerAuthentication", trigger["authenticationRef"]["name"])
         assert auth["spec"]["secretTargetRef"] == [
-            {"parameter": "host", "name": "tictac-secrets", "key": "RABBITMQ_URL"}
+            {"parameter": "username", "name": "tictac-user-credentials", "key": "username"},
+            {"parameter": "password", "name": "tictac-user-credentials", "key": "password"},
         ]
     assert not rendered["dev"].of_kind("ScaledObject")
     assert rendered["dev"].get("HorizontalPodAutoscaler", "tictac-worker")
+
+
+def test_keda_scales_web_on_open_connections_per_pod_and_drains_one_pod_at_a_time(
+    rendered: dict[str, Rendering],
+) -> None:
+    gauge = re.search(
+        r'^CONNECTIONS = Gauge\("(\w+)"', (ROOT / "realtime" / "metrics.py").read_text(), re.M
+    )
+    assert gauge
+    assert gauge.group(1) == "tictac_ws_connections"
+    for overlay in ("production", "loadtest"):
+        rendering = rendered[overlay]
+        namespace = rendering.of_kind("Namespace")[0]["metadata"]["name"]
+        scaled = rendering.get("ScaledObject", "tictac-web")["spec"]
+        assert scaled["scaleTargetRef"]["name"] == "tictac-web"
+        (connections,) = [t for t in scaled["triggers"] if t["type"] == "prometheus"]
+        query = connections["metadata"]["query"]
+        assert re.fullmatch(rf"sum\({gauge.group(1)}\{{namespace=\"{namespace}\", .*\}}\)", query)
+        assert connections.get("metricType", "AverageValue") == "AverageValue", "per pod"
+        assert float(connections["metadata"]["threshold"]) > 0
+        # Scale-in: one pod at a time, each given longer than its whole drain.
+        down = scaled["advanced"]["horizontalPodAutoscalerConfig"]["behavior"]["scaleDown"]
+        assert down["stabilizationWindowSeconds"] >= 300
+        (policy,) = down["policies"]
+        grace = pod_spec_of(rendering.get("Deployment", "tictac-web"))[
+            "terminationGracePeriodSeconds"
+        ]
+        assert (policy["type"], policy["value"]) == ("Pods", 1)
+        assert policy["periodSeconds"] >= grace, "two pods would drain at once"
+        assert rendering.get("PodDisruptionBudget", "tictac-web")["spec"]["maxUnavailable"] == 1
+        assert web(rendering)["lifecycle"]["preStop"]["sleep"]["seconds"] >= 3
+
+
+def test_gateway_routes_pages_and_websockets_to_the_web_service(
+    rendered: dict[str, Rendering],
+) -> None:
+    for overlay in ("production", "loadtest"):
+        rendering = rendered[overlay]
+        assert not rendering.of_kind("Ingress"), "ingress-nginx is an optional component"
+        (gateway,) = rendering.of_kind("Gateway")
+        service = rendering.get("Service", "tictac-web")
+        ports = {p["port"] for p in service["spec"]["ports"]}
+        route = rendering.get("HTTPRoute", "tictac-web")
+        assert route["apiVersion"] == "gateway.networking.k8s.io/v1"
+        assert {ref["name"] for ref in route["spec"]["parentRefs"]} == {gateway["metadata"]["name"]}
+        by_path = {
+            match["path"]["value"]: rule
+            for rule in route["spec"]["rules"]
+            for match in rule["matches"]
+        }
+        assert {"/", "/ws/"} <= set(by_path)
+        for rule in by_path.values():
+            for ref in rule["backendRefs"]:
+                assert (ref["name"], ref["port"]) == ("tictac-web", 80)
+                assert ref["port"] in ports
+        # A WebSocket lives for a game or longer: no request timeout on /ws/.
+        assert by_path["/ws/"]["timeouts"]["request"] == "0s"
+        assert by_path["/"]["timeouts"]["request"] != "0s"
+        # The socket path the page and the clients use (config/asgi.py) is under /ws/.
+        assert re.search(r"\bws/game/", (ROOT / "realtime" / "routing.py").read_text())
+        listeners = {listener["name"]: listener for listener in gateway["spec"]["listeners"]}
+        assert listeners["https"]["tls"]["certificateRefs"][0]["name"] == "tictac-tls"
+        sources = [
+            peer
+            for policy in rendering.of_kind("NetworkPolicy")
+            if policy["metadata"]["name"] == "tictac-web-from-gateway"
+            for rule in policy["spec"]["ingress"]
+            for peer in rule["from"]
+        ]
+        assert sources, "the gateway's proxies reach the web pods"
+    assert rendered["dev"].of_kind("Ingress")
+    assert not rendered["dev"].of_kind("Gateway")
+
+
+def test_production_logs_json_and_dev_text(rendered: dict[str, Rendering]) -> None:
+    from django.conf import settings
+
+    assert settings.LOG_FORMAT == "text", "make run stays human-readable"
+    for overlay in ("production", "loadtest"):
+        assert rendered[overlay].configmap("tictac-config")["LOG_FORMAT"] == "json"
+    assert rendered["dev"].configmap("tictac-config")["LOG_FORMAT"] == "text"
+    formatters: dict[str, Any] = dict(settings.LOGGING["formatters"])  # type: ignore[call-overload]
+    assert formatters["json"]["()"] == "config.logs.JsonFormatter"
 
 
 def test_network_policies_fence_every_pod(rendered: dict[str, Rendering]) -> None:
@@ -827,15 +1109,27 @@ def test_network_policies_fence_every_pod(rendered: dict[str, Rendering]) -> Non
         sources = [peer for rule in web_policy["ingress"] for peer in rule["from"]]
         assert sources == [
             {
-                "namespaceSelector": {
-                    "matchLabels": {"kubernetes.io/metadata.name": "ingress-nginx"}
-                }
-            },
-            {
                 "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}},
                 "podSelector": {"matchLabels": {"app.kubernetes.io/name": "prometheus"}},
             },
         ]
+        # The way in brings its own source: the ingress controller's or the gateway's.
+        way_in = {
+            "tictac-web-from-ingress-nginx": "ingress-nginx",
+            "tictac-web-from-gateway": "envoy-gateway-system",
+        }
+        names = {p["metadata"]["name"] for p in policies}
+        assert names & set(way_in), rendering.overlay
+        for name in names & set(way_in):
+            (rule,) = rendering.get("NetworkPolicy", name)["spec"]["ingress"]
+            assert rule["from"] == [
+                {
+                    "namespaceSelector": {
+                        "matchLabels": {"kubernetes.io/metadata.name": way_in[name]}
+                    }
+                }
+            ]
+            assert [p["port"] for p in rule["ports"]] == ["http"]
         assert {p["port"] for rule in web_policy["ingress"] for p in rule["ports"]} == {"http"}
         for name in ("tictac-web", "tictac-worker", "tictac-migrate"):
             spec = rendering.get("NetworkPolicy", name)["spec"]
@@ -880,10 +1174,32 @@ def test_alerts_and_dashboard_use_series_the_code_exports(rendered: dict[str, Re
     assert "tictac_layer_dropped_total" in alerts["TictacLayerMessagesDropped"]
     assert re.search(r"histogram_quantile\(0\.99,.*tictac_group_send_seconds_bucket.*> 0\.05",
                      alerts["TictacGroupSendSlow"], re.S)  # fmt: skip
-    assert 'tictac_jobs_queue_depth{queue="tictac.jobs"}' in alerts["TictacJobQueueDeep"]
+    jobs_queue, dead_queue = topology_constant("JOBS_QUEUE"), topology_constant("DEAD_QUEUE")
+    assert f'tictac_jobs_queue_depth{{queue="{jobs_queue}"}}' in alerts["TictacJobQueueDeep"]
+    assert f'tictac_jobs_queue_depth{{queue="{dead_queue}"}}' in alerts["TictacDeadJobs"]
     panels = " ".join(p["title"].lower() for p in dashboard["panels"])
-    for topic in ("connections", "messages", "group_send", "reconnects", "queue depth"):
+    for topic in (
+        "connections", "messages", "group_send", "reconnects", "queue depth",
+        "channel layer: published", "drops", "retries", "dead letters", "dead-letter queue",
+    ):  # fmt: skip
         assert topic in panels, topic
+    assert len({p["id"] for p in dashboard["panels"]}) == len(dashboard["panels"])
+    series = " ".join(t["expr"] for p in dashboard["panels"] for t in p["targets"])
+    for name in ("tictac_layer_published_total", "tictac_layer_dropped_total", "tictac_jobs_total",
+                 "tictac_jobs_queue_depth", "tictac_layer_publish_seconds_bucket"):  # fmt: skip
+        assert name in series, name
+    # Every alert links its runbook: a section of k8s/README.md.
+    readme_anchors = {
+        re.sub(r"[^a-z0-9 -]", "", heading.strip().lower()).replace(" ", "-")
+        for heading in re.findall(r"^#+ (.+)$", (K8S / "README.md").read_text(), re.M)
+    }
+    for group in rule["spec"]["groups"]:
+        for r in group["rules"]:
+            url = r["annotations"]["runbook_url"]
+            page, _, anchor = url.partition("#")
+            assert page.endswith("/k8s/README.md"), url
+            assert anchor == r["alert"].lower(), url
+            assert anchor in readme_anchors, url
     cm = rendered["production"].get("ConfigMap", "tictac-grafana-dashboard")
     assert cm["metadata"]["labels"]["grafana_dashboard"] == "1"
     assert json.loads(cm["data"]["tictac.json"]) == dashboard

@@ -485,12 +485,20 @@ async def test_groups_deliver_again_after_a_broker_restart(
     assert await asyncio.wait_for(other_rabbit.receive(theirs), 5) == {"type": "before"}
     await drain(rabbit, mine)
 
+    lost = dropped("unavailable")
     with broker_stopped():
-        pending = asyncio.ensure_future(rabbit.group_send("room.restart", {"type": "during"}))
-        await asyncio.sleep(1.0)
-        assert not pending.done()  # waits for the broker instead of failing at once
+        # The local member hears it at once; the other process's copy is dropped and
+        # counted, without waiting for the broker.
+        started = time.monotonic()
+        await rabbit.group_send("room.restart", {"type": "during"})
+        assert time.monotonic() - started < 1.0
+        assert await drain(rabbit, mine) == [{"type": "during"}]
+        assert dropped("unavailable") == lost + 1
+        # A member that joins during the outage is bound once the broker is back.
+        late = await other_rabbit.new_channel()
+        await asyncio.wait_for(other_rabbit.group_add("room.late", late), 1.0)
     back = time.monotonic()
-    await asyncio.wait_for(pending, 30)
+    assert await drain(other_rabbit, theirs, wait=0.5) == []
     # Bindings were restored without help: both nodes hear the group again.
     deadline = time.monotonic() + 10
     while True:
@@ -501,6 +509,29 @@ async def test_groups_deliver_again_after_a_broker_restart(
         assert time.monotonic() < deadline, "groups did not deliver within 10 s of the broker"
     assert time.monotonic() - back < 10
     assert (REGISTRY.get_sample_value("tictac_layer_reconnects_total") or 0.0) >= reconnects + 2
+    deadline = time.monotonic() + 10
+    while {"type": "late"} not in await drain(other_rabbit, late, wait=0.5):
+        await rabbit.group_send("room.late", {"type": "late"})
+        assert time.monotonic() < deadline, "a group joined during the outage was never bound"
+
+
+async def test_a_group_message_reaches_local_members_once_and_without_the_broker(
+    rabbit: RabbitMQChannelLayer,
+) -> None:
+    """Local members get group messages from group_send itself; the copy the broker
+    routes back to this process is skipped (no duplicate), and nothing is counted lost."""
+    a, b = await rabbit.new_channel(), await rabbit.new_channel()
+    await rabbit.group_add("room.local", a)
+    await rabbit.group_add("room.local", b)
+    lost = dropped("unavailable")
+    await rabbit.group_send("room.local", {"type": "t"})
+    # Delivered before any broker round trip: already in both buffers.
+    assert await asyncio.wait_for(rabbit.receive(a), 0.01) == {"type": "t"}
+    assert await asyncio.wait_for(rabbit.receive(b), 0.01) == {"type": "t"}
+    await rabbit.ping()  # a round trip: the broker's copy has come back by now
+    assert await drain(rabbit, a) == []
+    assert await drain(rabbit, b) == []
+    assert dropped("unavailable") == lost
 
 
 async def test_reconnect_listeners_outlive_the_request_that_started_the_layer(
@@ -530,7 +561,7 @@ async def test_reconnect_listeners_outlive_the_request_that_started_the_layer(
     assert isinstance(await asyncio.wait_for(read, 30), int)
 
 
-async def test_publish_gives_up_after_publish_timeout_while_the_broker_is_down(
+async def test_send_gives_up_after_publish_timeout_while_the_broker_is_down(
     rabbitmq_url: str,
 ) -> None:
     layer = RabbitMQChannelLayer(rabbitmq_url, publish_timeout=1.0)
@@ -540,13 +571,15 @@ async def test_publish_gives_up_after_publish_timeout_while_the_broker_is_down(
         with broker_stopped():
             started = time.monotonic()
             with pytest.raises(LayerUnavailable):
-                await layer.group_send("room.down", {"type": "t"})
+                await layer.send(channel, {"type": "t"})
             assert time.monotonic() - started < 5
+            await layer.group_send("room.down", {"type": "local"})  # never raises
+            assert await drain(layer, channel) == [{"type": "local"}]
         # and the same layer works again afterwards
         deadline = time.monotonic() + 15
         while True:
             try:
-                await layer.group_send("room.down", {"type": "back"})
+                await layer.send(channel, {"type": "back"})
                 break
             except LayerUnavailable:
                 assert time.monotonic() < deadline

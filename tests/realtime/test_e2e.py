@@ -60,6 +60,12 @@ async def seat(client: Connection, name: str) -> Frame:
     return await client.next("joined")
 
 
+def counted(state: Frame | None) -> Frame | None:
+    """A state without `presence_at`: the API counts presence again when asked, so its
+    count is later than the last broadcast's even when every number agrees."""
+    return None if state is None else {k: v for k, v in state.items() if k != "presence_at"}
+
+
 async def test_full_game_to_a_win_then_a_draw_seen_in_order_by_a_spectator(
     replica: UvicornServer, clients: Callable[..., Any]
 ) -> None:
@@ -131,7 +137,7 @@ async def test_full_game_to_a_win_then_a_draw_seen_in_order_by_a_spectator(
     async def converged() -> bool:
         status, from_api = await api_state(replica, code)
         assert status == 200
-        return all(client.latest == from_api for client in everyone)
+        return all(counted(client.latest) == counted(from_api) for client in everyone)
 
     deadline = time.monotonic() + PROMISED_WITHIN
     while not await converged():
@@ -139,9 +145,9 @@ async def test_full_game_to_a_win_then_a_draw_seen_in_order_by_a_spectator(
             break  # the assertions below say what differs
         await asyncio.sleep(0.05)  # polling the HTTP API: it pushes nothing
     _, from_api = await api_state(replica, code)
-    assert spectator.latest == from_api
-    assert ana.latest == from_api
-    assert bo.latest == from_api
+    assert counted(spectator.latest) == counted(from_api)
+    assert counted(ana.latest) == counted(from_api)
+    assert counted(bo.latest) == counted(from_api)
     assert from_api["version"] == version
     assert from_api["players"] == {
         "X": {"name": "ana", "online": True},

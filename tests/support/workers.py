@@ -26,7 +26,7 @@ import subprocess
 import sys
 import time
 import urllib.request
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
@@ -34,8 +34,10 @@ from urllib.parse import urlsplit, urlunsplit
 from devtools.processes import ROOT, Child, free_port
 from tests.support.broker import throwaway_vhost as throwaway_vhost  # the suites import it here
 
-JOBS_QUEUE = "tictac.jobs"
-DEAD_QUEUE = "tictac.jobs.dead"
+# workers/topology.py's names, without importing the app into the test process.
+JOBS_EXCHANGE = "tictac.jobs.v2"
+JOBS_QUEUE = "tictac.jobs.v2"
+DEAD_QUEUE = "tictac.jobs.v2.dead"
 # Every delay a test or a default configuration uses: their retry queues get purged.
 KNOWN_RETRY_DELAYS = (0.2, 0.4, 1.0, 5.0, 25.0)
 TABLES = (
@@ -55,11 +57,19 @@ _no_proxy = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 
 def retry_queue(delay: float) -> str:
     """workers.topology.retry_queue, without importing the app into the test process."""
-    return f"tictac.jobs.retry.{delay:g}s"
+    return f"{JOBS_QUEUE}.retry.{delay:g}s"
+
+
+def delay_queue(delay: float) -> str:
+    """workers.topology.delay_queue (a job published with a delay waits there)."""
+    return f"{JOBS_QUEUE}.delay.{delay:g}s"
 
 
 async def purge_job_queues(
-    url: str, retry_delays: Iterable[float] = KNOWN_RETRY_DELAYS, within: float = 60.0
+    url: str,
+    retry_delays: Iterable[float] = KNOWN_RETRY_DELAYS,
+    within: float = 60.0,
+    delays: Iterable[float] = (),
 ) -> dict[str, int]:
     """Empty the job queues that exist (passive declare; a missing one is skipped).
 
@@ -70,7 +80,12 @@ async def purge_job_queues(
     import aiormq
     from aio_pika.exceptions import ChannelClosed
 
-    names = [JOBS_QUEUE, DEAD_QUEUE, *(retry_queue(d) for d in retry_delays)]
+    names = [
+        JOBS_QUEUE,
+        DEAD_QUEUE,
+        *(retry_queue(d) for d in retry_delays),
+        *(delay_queue(d) for d in delays),
+    ]
     deadline = time.monotonic() + within
     while True:
         try:
@@ -94,6 +109,18 @@ async def purge_job_queues(
             if time.monotonic() > deadline:
                 raise
             await asyncio.sleep(0.5)
+
+
+def wait_for(check: Callable[[], Any], what: str, within: float, every: float = 0.05) -> Any:
+    """Until `check()` returns something truthy (returned); AssertionError after `within`."""
+    deadline = time.monotonic() + within
+    while True:
+        found = check()
+        if found:
+            return found
+        if time.monotonic() > deadline:
+            raise AssertionError(f"no {what} within {within}s")
+        time.sleep(every)
 
 
 # --- PostgreSQL -----------------------------------------------------------------------
@@ -338,7 +365,10 @@ def play_plan(plan_path: Path, *, tables: int, publish: bool) -> list[dict[str, 
     plan: list[dict[str, Any]] = json.loads(plan_path.read_text())
     played: list[dict[str, Any]] = []
     publisher = JobPublisher(
-        settings.RABBITMQ_URL, kinds=jobs.KINDS, retry_delays=settings.JOB_RETRY_DELAYS
+        settings.RABBITMQ_URL,
+        kinds=jobs.KINDS,
+        retry_delays=settings.JOB_RETRY_DELAYS,
+        delivery_limit=settings.JOB_DELIVERY_LIMIT,
     )
 
     async def play_one(game: dict[str, Any]) -> None:

@@ -26,7 +26,7 @@ import signal
 import subprocess
 import time
 from collections import Counter
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -40,12 +40,12 @@ from game import rules
 from gameclient.codec import Frame
 from gameclient.connection import Connection
 from tests.support.broker import broker_stopped
-from tests.support.connections import OpenClient, opened_clients
 from tests.support.http import get_json
 from tests.support.server import UvicornServer
 from tests.support.timing import budget
 from tests.support.workers import (
     DEAD_QUEUE,
+    JOBS_EXCHANGE,
     JOBS_QUEUE,
     Worker,
     Workers,
@@ -56,6 +56,7 @@ from tests.support.workers import (
     run_play_script,
     script_failed,
     script_result,
+    wait_for,
 )
 
 pytestmark = [pytest.mark.e2e, pytest.mark.fleet]
@@ -128,13 +129,14 @@ def play(
 @pytest.fixture
 def start_replica(
     clean: None, database_url: str, rabbitmq_url: str, tmp_path: Path
-) -> Iterator[Callable[[str], UvicornServer]]:
-    """start(name) -> a healthy replica on the module's database and vhost."""
+) -> Iterator[Callable[..., UvicornServer]]:
+    """start(name, **env) -> a healthy replica on the module's database and vhost (the
+    replica publishes `bot.move` with BOT_THINK_SECONDS as its delay: set it here)."""
     servers: list[UvicornServer] = []
 
-    def start(name: str) -> UvicornServer:
+    def start(name: str, **env: str) -> UvicornServer:
         server = UvicornServer(
-            env={"DATABASE_URL": database_url, "RABBITMQ_URL": rabbitmq_url},
+            env={"DATABASE_URL": database_url, "RABBITMQ_URL": rabbitmq_url, **env},
             name=name,
             log_dir=tmp_path,
         )
@@ -148,13 +150,6 @@ def start_replica(
             server.stop()
             with contextlib.suppress(OSError):
                 print(f"--- {server.name}:\n{server.log_path.read_text()[-2000:]}")
-
-
-@pytest.fixture
-async def clients() -> AsyncIterator[OpenClient]:
-    """open(url, label) -> Connection; every client is closed when the test ends."""
-    async with opened_clients() as open_client:
-        yield open_client
 
 
 # --- helpers --------------------------------------------------------------------------
@@ -241,17 +236,6 @@ def broker_note(workers: Workers) -> str:
 
 def jobs_handled(workers: Workers, kind: str, outcome: str) -> float:
     return sum(w.metric("tictac_jobs_total", kind=kind, outcome=outcome) for w in workers)
-
-
-def wait_for(check: Callable[[], Any], what: str, within: float, every: float = 0.05) -> Any:
-    deadline = time.monotonic() + within
-    while True:
-        found = check()
-        if found:
-            return found
-        if time.monotonic() > deadline:
-            raise AssertionError(f"no {what} within {within}s")
-        time.sleep(every)
 
 
 # --- 1. results and the leaderboard -------------------------------------------------------
@@ -546,11 +530,11 @@ async def leaderboard(server: UvicornServer) -> dict[str, dict[str, Any]]:
 
 async def test_perfect_bot_never_loses_to_a_human_through_a_real_replica(
     start_workers: Callable[..., Workers],
-    start_replica: Callable[[str], UvicornServer],
+    start_replica: Callable[..., UvicornServer],
     clients: Callable[..., Awaitable[Connection]],
 ) -> None:
     workers = start_workers(2, BOT_THINK_SECONDS="0.05")
-    server = start_replica("web-1")
+    server = start_replica("web-1", BOT_THINK_SECONDS="0.05")
     room = f"bot-{secrets.token_hex(3)}"
     human: Connection = await clients(f"{server.ws_url}/ws/game/{room}", "human")
     await human.next("welcome")
@@ -630,7 +614,7 @@ async def wait_for_async(
 
 async def test_a_game_won_by_a_human_move_reaches_the_leaderboard_at_once(
     start_workers: Callable[..., Workers],
-    start_replica: Callable[[str], UvicornServer],
+    start_replica: Callable[..., UvicornServer],
     clients: Callable[..., Awaitable[Connection]],
 ) -> None:
     """The last move of a human game publishes `game.finished`: the leaderboard shows it
@@ -664,15 +648,18 @@ async def test_a_game_won_by_a_human_move_reaches_the_leaderboard_at_once(
     assert took < budget(2.0), f"the finished game reached the leaderboard only after {took:.1f}s"
 
 
-async def test_killing_the_worker_holding_the_bot_job_still_gives_exactly_one_bot_move(
+async def test_a_bot_job_waits_in_the_broker_and_a_worker_killed_meanwhile_changes_nothing(
     start_workers: Callable[..., Workers],
-    start_replica: Callable[[str], UvicornServer],
+    start_replica: Callable[..., UvicornServer],
     clients: Callable[..., Awaitable[Connection]],
 ) -> None:
-    # The kill must land while the victim thinks: on a slow machine it thinks longer.
+    """The computer's think time is the `bot.move` job's delay (a delay queue's TTL): no
+    worker holds the job while it waits, so killing one then loses nothing and the other
+    makes exactly one move, no sooner than the think time."""
+    # The kill must land while the job waits: on a slow machine it waits longer.
     think = budget(3.0)
     workers = start_workers(2, BOT_THINK_SECONDS=str(think))
-    server = start_replica("web-1")
+    server = start_replica("web-1", BOT_THINK_SECONDS=str(think))
     room = f"botkill-{secrets.token_hex(3)}"
     human: Connection = await clients(f"{server.ws_url}/ws/game/{room}", "human")
     await human.send({"type": "join", "name": "hu"})
@@ -684,16 +671,10 @@ async def test_killing_the_worker_holding_the_bot_job_still_gives_exactly_one_bo
     moved_at = time.monotonic()
     await human.at_version(3)
 
-    async def holder() -> Any:
-        for worker in workers:
-            if (await asyncio.to_thread(worker.in_hand)) == 1:
-                return worker
-        return None
-
-    victim = await wait_for_async(
-        holder, "worker holding the bot.move job", within=think - budget(0.5), every=0.05
-    )
-    survivor = next(w for w in workers if w is not victim)
+    # The job waits in the broker, in no worker's hands.
+    hands = [await asyncio.to_thread(worker.in_hand) for worker in workers]
+    assert hands == [0, 0], hands
+    victim, survivor = workers[0], workers[1]
     victim.kill()
     killed_at = time.monotonic()
     assert killed_at - moved_at < think, "killed too late: the victim may have moved already"
@@ -704,8 +685,8 @@ async def test_killing_the_worker_holding_the_bot_job_still_gives_exactly_one_bo
     added = [i for i in range(9) if old[i] != new[i]]
     assert len(added) == 1, (old, new)
     assert new[added[0]] == "O", (old, new)
-    # The survivor took the redelivered job and thought again before moving.
-    assert answered_at - killed_at >= think * 0.9, answered_at - killed_at
+    # The think time was kept: the move came no sooner than `think` after the human's.
+    assert answered_at - moved_at >= think * 0.9, answered_at - moved_at
     # No event says "no second move came": a redelivered copy would be here by now.
     await asyncio.sleep(budget(1.0))
     assert human.latest is not None
@@ -760,7 +741,7 @@ async def test_poison_message_goes_to_the_dead_letter_queue_after_retries_withou
     connection = await aio_pika.connect(rabbitmq_url, timeout=budget(5))
     async with connection:
         channel = await connection.channel(publisher_confirms=True)
-        exchange = await channel.get_exchange("tictac.jobs")
+        exchange = await channel.get_exchange(JOBS_EXCHANGE)
 
         def job(body: bytes, kind: str, message_id: str) -> aio_pika.Message:
             return aio_pika.Message(
@@ -857,7 +838,7 @@ async def _at_least(count: Callable[[], Awaitable[int]], n: int, value: Any = Tr
 
 async def test_quick_match_pairs_50_players_into_25_rooms_across_two_replicas(
     start_workers: Callable[..., Workers],
-    start_replica: Callable[[str], UvicornServer],
+    start_replica: Callable[..., UvicornServer],
     clients: Callable[..., Awaitable[Connection]],
 ) -> None:
     """50 players ask at once through two replicas; 2 workers pair them.

@@ -13,6 +13,7 @@ from prometheus_client import start_http_server
 
 from game import jobs, play
 from workers.runtime import Worker
+from workers.topology import TopologyMismatch
 
 log = logging.getLogger(__name__)
 
@@ -42,8 +43,13 @@ class Command(BaseCommand):
             retry_delays=settings.JOB_RETRY_DELAYS,
             grace=options["grace"],
             periodic=jobs.sweep,
+            delivery_limit=settings.JOB_DELIVERY_LIMIT,
+            depth_seconds=settings.WORKER_QUEUE_DEPTH_SECONDS,
         )
-        asyncio.run(self._run(worker))
+        try:
+            asyncio.run(self._run(worker))
+        except TopologyMismatch as exc:
+            raise CommandError(str(exc)) from exc
 
     async def _run(self, worker: Worker) -> None:
         stop = asyncio.Event()

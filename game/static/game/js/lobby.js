@@ -30,6 +30,7 @@ const el = {
   quickLabel: $('[data-testid="quick-match"] .quick-label'),
   quickStatus: byTestId("quick-match-status"),
   quickText: $('[data-testid="quick-match-status"] .quick-text'),
+  quickBot: byTestId("quick-match-bot"),
 };
 
 let enterRoom = null; // navigation.js's enterRoom(room), given by initLobby
@@ -59,6 +60,11 @@ export function initLobby(options) {
     enterRoom(room);
   });
   el.quickButton.addEventListener("click", toggleQuickMatch);
+  el.quickBot.addEventListener("click", () => {
+    Q.gaveUp = false;
+    renderQuickMatch();
+    enterRoom(randomRoomCode(), { playComputer: true });
+  });
 }
 
 // --- the room-code form ---------------------------------------------------------------
@@ -92,6 +98,7 @@ const Q = {
   searching: false,
   name: "",
   ticket: null, // from `matching`
+  gaveUp: false, // the server gave up (`unmatched`): offer the computer
 };
 
 const quickWire = new Wire({
@@ -110,6 +117,11 @@ const quickWire = new Wire({
     renderQuickMatch();
   })
   .on("matched", onMatched)
+  .on("unmatched", () => {
+    stopQuickMatch();
+    Q.gaveUp = true;
+    renderQuickMatch();
+  })
   .on("error", (msg) => {
     stopQuickMatch();
     toast(String(msg.message || msg.code || "Quick match failed."), "error", String(msg.code ?? ""));
@@ -136,6 +148,7 @@ function toggleQuickMatch() {
   const name = requireName("play a quick match");
   if (!name) return;
   Q.searching = true;
+  Q.gaveUp = false;
   Q.name = name;
   Q.ticket = null;
   quickWire.open(LOBBY_ROOM);
@@ -152,9 +165,11 @@ export function stopQuickMatch() {
 export function renderQuickMatch() {
   const state = !Q.searching ? "idle" : quickWire.isOpen ? "searching" : "connecting";
   el.quick.dataset.state = state;
-  el.quickStatus.hidden = !Q.searching;
+  el.quickStatus.hidden = !Q.searching && !Q.gaveUp;
   el.quickStatus.dataset.ticket = Q.ticket == null ? "" : String(Q.ticket);
-  el.quickText.textContent = "Looking for an opponent…";
+  el.quickStatus.dataset.state = Q.gaveUp ? "gave-up" : state;
+  el.quickText.textContent = Q.gaveUp ? "Nobody came this time." : "Looking for an opponent…";
+  el.quickBot.hidden = !Q.gaveUp;
   el.quickLabel.textContent = Q.searching ? "Cancel" : "Quick match";
   el.quickButton.setAttribute("aria-pressed", String(Q.searching));
 }

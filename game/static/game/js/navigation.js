@@ -37,19 +37,20 @@ function roomUrl(room) {
   return url.toString();
 }
 
-export function enterRoom(room, { push = true } = {}) {
+export function enterRoom(room, { push = true, playComputer = false } = {}) {
   if (currentRoom() === room) return;
   stopQuickMatch();
   if (push) window.history.pushState({ room }, "", roomUrl(room));
   document.title = `Room ${room} · Tictac live`;
   el.roomCode.textContent = room;
   showView("room");
-  openRoom(room);
+  openRoom(room, { playComputer });
 }
 
-export function leaveRoom({ push = true } = {}) {
+// giveUpSeat: the Leave button (the seat is given up; browser navigation keeps it).
+export function leaveRoom({ push = true, giveUpSeat = false } = {}) {
   const wasInRoom = currentRoom() !== null;
-  closeRoom();
+  closeRoom({ giveUpSeat });
   if (push) window.history.pushState({}, "", window.location.pathname);
   document.title = "Tictac live · tic-tac-toe with friends";
   showView("lobby");
@@ -101,7 +102,7 @@ async function copyLink() {
 
 export function initNavigation() {
   el.copyLink.addEventListener("click", copyLink);
-  el.leave.addEventListener("click", () => leaveRoom());
+  el.leave.addEventListener("click", () => leaveRoom({ giveUpSeat: true }));
   el.brand.addEventListener("click", (event) => {
     event.preventDefault();
     if (currentRoom() !== null) leaveRoom();

@@ -76,6 +76,7 @@ const S = {
   pendingCell: null,
   botPending: false,
   botTimer: 0,
+  wantComputer: false, // the lobby asked for a game against the computer in this room
 };
 let countdownTimer = 0; // redraws "Reconnecting in 3s…" while a retry waits
 
@@ -108,6 +109,7 @@ const wire = new Wire({
   .on("welcome", onWelcome)
   .on("state", onState)
   .on("joined", onJoined)
+  .on("left", onLeft)
   .on("chat", (msg) => addChatLine(msg, shownMark()))
   .on("pong", onPong)
   .on("error", onError);
@@ -133,8 +135,9 @@ export function currentRoom() {
   return S.room;
 }
 
-export function openRoom(room) {
+export function openRoom(room, { playComputer = false } = {}) {
   disconnect();
+  S.wantComputer = playComputer;
   S.room = room;
   S.state = null;
   S.server = "";
@@ -150,7 +153,13 @@ export function openRoom(room) {
   wire.open(room);
 }
 
-export function closeRoom() {
+// Leaving the room with the Leave button gives the seat up (a running game is forfeited).
+export function closeRoom({ giveUpSeat = false } = {}) {
+  if (giveUpSeat && S.seat === "seated" && S.welcomed) {
+    wire.send({ type: "leave" }); // sent before the close frame
+    forgetSeat(S.room);
+  }
+  S.wantComputer = false;
   disconnect();
   S.room = null;
   S.state = null;
@@ -174,6 +183,9 @@ function onWelcome(msg) {
     const stored = savedName();
     const name = validName(currentName()) ? currentName() : validName(stored) ? stored : "Player";
     wire.send({ type: "join", name, token });
+  } else if (S.wantComputer) {
+    S.seat = "pending";
+    wire.send({ type: "join", name: validName(currentName()) ? currentName() : "Player" });
   } else if (S.seat !== "spectator") {
     S.seat = "spectator";
     S.myMark = null;
@@ -184,11 +196,13 @@ function onWelcome(msg) {
 function onState(msg) {
   if (msg.room && msg.room !== S.room) return;
   if (typeof msg.version !== "number" || !Array.isArray(msg.board)) return;
-  // Keep the highest version seen in this room (across reconnects too), the
-  // later one on a tie: broadcasts from different replicas can arrive out of order.
-  if (S.state && msg.version < S.state.version) return;
+  // Keep the game of the highest version seen in this room (across reconnects too), the
+  // later one on a tie, and the presence of the latest count (presence_at): broadcasts
+  // from different replicas can arrive out of order.
   const previous = S.state;
-  S.state = msg;
+  const next = mergeState(msg, previous);
+  if (next === previous) return;
+  S.state = next;
   S.pendingCell = null;
   if (previous && previous.status === "playing" && (msg.status === "won" || msg.status === "draw")) {
     refreshLeaderboardAfterGame();
@@ -199,15 +213,53 @@ function onState(msg) {
   render(previous);
 }
 
+function mergeState(msg, kept) {
+  if (!kept) return msg;
+  const [game, other] = msg.version >= kept.version ? [msg, kept] : [kept, msg];
+  if ((other.presence_at ?? 0) <= (game.presence_at ?? 0)) return game;
+  const players = {};
+  for (const mark of ["X", "O"]) {
+    const seat = game.players?.[mark] ?? null;
+    const before = other.players?.[mark] ?? null;
+    players[mark] = seat && before && before.name === seat.name && !seat.bot
+      ? { ...seat, online: before.online }
+      : seat;
+  }
+  return { ...game, players, spectators: other.spectators, presence_at: other.presence_at };
+}
+
 function onJoined(msg) {
   if (msg.mark !== "X" && msg.mark !== "O") return;
   const wasSeated = S.seat === "seated" || seatToken(S.room);
   S.myMark = msg.mark;
   S.seat = "seated";
   saveSeat(S.room, msg.mark, typeof msg.token === "string" ? msg.token : null);
-  if (!wasSeated) {
+  if (S.wantComputer) {
+    S.wantComputer = false;
+    askBot();
+  } else if (!wasSeated) {
     const alone = !S.state?.players?.[other(msg.mark)];
     toast(`You play ${msg.mark}.${alone ? " Share the link to invite an opponent." : ""}`, "info");
+  }
+  render();
+}
+
+// A seat was given up (`leave`) or released (its holder stayed offline). If it is the
+// seat this page holds, another tab of ours left it, or the server released it.
+function onLeft(msg) {
+  const name = String(msg.name ?? "");
+  if (S.seat === "seated" && msg.mark === S.myMark) {
+    forgetSeat(S.room);
+    S.myMark = null;
+    S.seat = "spectator";
+    toast(msg.reason === "offline"
+      ? "Your seat was released while you were away. Take a seat to play again."
+      : "You gave up your seat. Take a seat to play again.", "info");
+  } else if (msg.forfeit && S.seat === "seated") {
+    toast(`${name} left: you win by forfeit.`, "success");
+    refreshLeaderboardAfterGame();
+  } else {
+    toast(`${name} left${msg.forfeit ? " (forfeit)" : ""}.`, "info");
   }
   render();
 }
