@@ -9,17 +9,14 @@ RabbitMQ layer, and a real WebSocket client."""
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from devtools.processes import ROOT
 from gameclient import codec
 from tests.support.connections import OpenClient
-from tests.support.server import UvicornServer
+from tests.support.server import UvicornServer, move_unannounced
 from tests.support.timing import budget
 
 pytestmark = [pytest.mark.e2e, pytest.mark.fleet]
@@ -43,21 +40,6 @@ def server(database_url: str, rabbitmq_url: str, tmp_path: Path) -> Iterator[Uvi
         srv.stop()
 
 
-def move_behind_the_replicas_back(server: UvicornServer, room: str, mark: str, cell: int) -> None:
-    """Commit a move in another process that never broadcasts it, then exit."""
-    code = (
-        "from game import services; "
-        f"services.move_play(code={room!r}, mark={mark!r}, cell={cell}, version=None)"
-    )
-    subprocess.run(
-        [sys.executable, "manage.py", "shell", "-c", code],
-        cwd=ROOT,
-        env=server.env,
-        check=True,
-        timeout=60,
-    )
-
-
 async def test_a_move_committed_but_never_broadcast_reaches_every_member(
     server: UvicornServer, clients: OpenClient
 ) -> None:
@@ -72,7 +54,7 @@ async def test_a_move_committed_but_never_broadcast_reaches_every_member(
     for member in (ana, bo, watcher):
         await member.at_version(2)
 
-    move_behind_the_replicas_back(server, room, "X", 4)
+    move_unannounced(server, room, "X", 4)
     for member in (ana, bo, watcher):
         state = await member.at_version(3, within=SEEN_WITHIN)
         assert state["board"][4] == "X"

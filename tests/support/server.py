@@ -83,3 +83,19 @@ class UvicornServer:
     def stop(self, timeout: float = 15.0) -> None:
         self.child.stop(timeout)
         self.child.proc = None
+
+
+def move_unannounced(server: UvicornServer, room: str, mark: str, cell: int) -> None:
+    """Commit a move on `server`'s database from another process that never broadcasts it,
+    then exits: what a worker or replica killed between its commit and its publish leaves."""
+    code = (
+        "from game import services; "
+        f"services.move_play(code={room!r}, mark={mark!r}, cell={cell}, version=None)"
+    )
+    subprocess.run(
+        [sys.executable, "manage.py", "shell", "-c", code],
+        cwd=ROOT,
+        env=server.env,
+        check=True,
+        timeout=60,
+    )
