@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import json
 import math
+import unicodedata
 from dataclasses import dataclass
 from typing import Any, Literal, TypedDict
 
 from game.exceptions import GameError
+from game.rooms import BOT_NAME
 from game.rules import Mark
 
 PROTOCOL_VERSION = 1
@@ -133,7 +135,15 @@ def _name(value: object) -> str:
         or not _visible(value)
     ):
         raise GameError("bad_message", "name must be 1-32 printable characters, not blank.")
+    if _folded(value) == _folded(BOT_NAME):
+        raise GameError("bad_message", f"{BOT_NAME} is the computer opponent's name.")
     return value
+
+
+def _folded(name: str) -> str:
+    """A name as it reads: compatibility forms, letters that print as nothing and case
+    set aside (full-width "COMPUTER", " computer" and "Computer" read alike)."""
+    return unicodedata.normalize("NFKC", name).translate(_INVISIBLE).strip().casefold()
 
 
 def _chat(value: object) -> str:

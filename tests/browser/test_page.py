@@ -255,6 +255,10 @@ def test_lobby_validates_the_room_code_and_remembers_the_name(
         re.compile(r"^Enter a name .* to take a seat\.$")
     )
     expect(page.get_by_test_id("my-mark")).to_have_text("Spectator")
+    page.get_by_test_id("name-input").fill("computer")  # the computer opponent's name
+    page.get_by_test_id("join").click()
+    expect(page.locator("#name-hint")).to_have_text("Computer is the computer opponent's name.")
+    expect(page.get_by_test_id("my-mark")).to_have_text("Spectator")
     page.get_by_test_id("name-input").fill("cy")
     take_seat(page, "X")
 

@@ -75,6 +75,29 @@ def test_blank_names_and_names_with_control_characters_are_bad_message(name: str
 
 
 @pytest.mark.parametrize(
+    "name",
+    [
+        "Computer",
+        "computer",
+        " COMPUTER ",
+        "\uff23\uff4f\uff4d\uff50\uff55\uff54\uff45\uff52",
+        "Comp\u3164uter",
+    ],
+)
+def test_the_computer_opponents_name_is_reserved(name: str) -> None:
+    for kind in ("join", "quickmatch"):
+        with pytest.raises(GameError) as caught:
+            parse(json.dumps({"type": kind, "name": name}))
+        assert caught.value.code == "bad_message"
+        assert "Computer" in caught.value.message
+
+
+@pytest.mark.parametrize("name", ["Computers", "Computer 2", "my computer"])
+def test_names_that_only_contain_the_computers_name_are_fine(name: str) -> None:
+    assert parse(json.dumps({"type": "join", "name": name})) == Join(name=name, token=None)
+
+
+@pytest.mark.parametrize(
     "text",
     [
         "   ",

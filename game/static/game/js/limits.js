@@ -15,9 +15,14 @@ const INVISIBLE_RE = /[\u115f\u1160\u3164\uffa0\u2800\s]/gu;
 const visible = (text) => text.replace(INVISIBLE_RE, "").length > 0;
 const CHAT_LINE_BREAKS_MAX = 5;
 
+// The computer opponent's name: nobody else may play under it, in any case or width.
+export const reservedName = (name) =>
+  name.normalize("NFKC").replace(INVISIBLE_RE, "").toLowerCase() === "computer";
+
 export function validName(name) {
   const n = codePoints(name);
-  return n >= 1 && n <= NAME_MAX && PRINTABLE_RE.test(name) && visible(name);
+  return n >= 1 && n <= NAME_MAX && PRINTABLE_RE.test(name) && visible(name) &&
+    !reservedName(name);
 }
 
 // The reason a chat message would be refused, or "" if it is fine.

@@ -2,7 +2,7 @@
 // moves into the room's seat panel (taking a seat) while a room shows (navigation.js).
 
 import { $, byTestId } from "./dom.js";
-import { validName } from "./limits.js";
+import { reservedName, validName } from "./limits.js";
 import { rememberName, savedName } from "./store.js";
 
 const el = {
@@ -26,7 +26,9 @@ export function checkName() {
   el.field.classList.toggle("invalid", !ok && name.length > 0);
   el.hint.textContent = ok || !name
     ? "1–32 characters, remembered on this device."
-    : "Use 1–32 printable characters.";
+    : reservedName(name)
+      ? "Computer is the computer opponent's name."
+      : "Use 1–32 printable characters.";
   return ok ? name : null;
 }
 
@@ -35,7 +37,9 @@ export function requireName(purpose) {
   const name = checkName();
   if (!name) {
     el.field.classList.add("invalid");
-    el.hint.textContent = `Enter a name (1–32 characters) to ${purpose}.`;
+    if (!reservedName(currentName())) {
+      el.hint.textContent = `Enter a name (1–32 characters) to ${purpose}.`;
+    }
     el.input.focus();
     return null;
   }
