@@ -54,13 +54,10 @@ def browser(playwright: Playwright) -> Iterator[Browser]:
 
 
 @pytest.fixture
-def server(tmp_path: Path) -> Iterator[UvicornServer]:
-    """A fresh replica with its own SQLite database; restartable on the same port."""
-    srv = UvicornServer(
-        env={"DATABASE_URL": f"sqlite:///{tmp_path}/db.sqlite3"},
-        name="browser",
-        log_dir=tmp_path,
-    )
+def server(server_env: dict[str, str], tmp_path: Path) -> Iterator[UvicornServer]:
+    """A fresh replica (tests/conftest.py's `server_env`: its own SQLite database, unless
+    a module says otherwise); restartable on the same port."""
+    srv = UvicornServer(env=server_env, name="browser", log_dir=tmp_path)
     srv.migrate()
     srv.start()
     try:

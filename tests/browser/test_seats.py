@@ -5,7 +5,7 @@ the computer instead. Debian chromium against a real replica (deploy.server)."""
 from __future__ import annotations
 
 import secrets
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -18,23 +18,13 @@ NewPage = Callable[..., Page]
 
 
 @pytest.fixture
-def impatient_server(tmp_path: Path) -> Iterator[UvicornServer]:
-    """A replica whose quick match gives up after one second."""
-    srv = UvicornServer(
-        env={
-            "DATABASE_URL": f"sqlite:///{tmp_path}/db.sqlite3",
-            "QUICKMATCH_TIMEOUT_SECONDS": "1",
-            "BOT_THINK_SECONDS": "0",
-        },
-        name="browser-seats",
-        log_dir=tmp_path,
-    )
-    srv.migrate()
-    srv.start()
-    try:
-        yield srv
-    finally:
-        srv.stop()
+def server_env(tmp_path: Path) -> dict[str, str]:
+    """This module's replicas give up a quick match after one second."""
+    return {
+        "DATABASE_URL": f"sqlite:///{tmp_path}/db.sqlite3",
+        "QUICKMATCH_TIMEOUT_SECONDS": "1",
+        "BOT_THINK_SECONDS": "0",
+    }
 
 
 def test_leave_gives_the_seat_up_and_the_opponent_wins_by_forfeit(
@@ -63,10 +53,10 @@ def test_leave_gives_the_seat_up_and_the_opponent_wins_by_forfeit(
 
 
 def test_a_quick_match_nobody_answers_offers_the_computer(
-    impatient_server: UvicornServer, new_page: NewPage
+    server: UvicornServer, new_page: NewPage
 ) -> None:
     page = new_page()
-    page.goto(impatient_server.url)
+    page.goto(server.url)
     page.get_by_test_id("name-input").fill("ana")
     page.get_by_test_id("quick-match").click()
     offer = page.get_by_test_id("quick-match-bot")

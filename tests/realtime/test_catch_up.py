@@ -9,9 +9,6 @@ RabbitMQ layer, and a real WebSocket client."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from pathlib import Path
-
 import pytest
 
 from gameclient import codec
@@ -26,23 +23,15 @@ SEEN_WITHIN = budget(2.0)
 
 
 @pytest.fixture
-def server(database_url: str, rabbitmq_url: str, tmp_path: Path) -> Iterator[UvicornServer]:
-    srv = UvicornServer(
-        env={"DATABASE_URL": database_url, "RABBITMQ_URL": rabbitmq_url},
-        name="web-1",
-        log_dir=tmp_path,
-    )
-    srv.migrate()
-    srv.start()
-    try:
-        yield srv
-    finally:
-        srv.stop()
+def server_env(database_url: str, rabbitmq_url: str) -> dict[str, str]:
+    """The replica (tests/conftest.py's `replica`) on PostgreSQL and the RabbitMQ layer."""
+    return {"DATABASE_URL": database_url, "RABBITMQ_URL": rabbitmq_url}
 
 
 async def test_a_move_committed_but_never_broadcast_reaches_every_member(
-    server: UvicornServer, clients: OpenClient
+    replica: UvicornServer, clients: OpenClient
 ) -> None:
+    server = replica
     room = "lost-broadcast"
     url = f"{server.ws_url}/ws/game/{room}"
     ana, bo = await clients(url, "ana"), await clients(url, "bo")
