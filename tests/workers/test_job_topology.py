@@ -20,7 +20,7 @@ import secrets
 import subprocess
 import sys
 import time
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlsplit
@@ -68,46 +68,6 @@ def env(database_url: str, rabbitmq_url: str) -> dict[str, str]:
         WORKER_QUEUE_DEPTH_SECONDS="0.2",
         BOT_THINK_SECONDS="0",
     )
-
-
-@pytest.fixture
-def start_workers(
-    clean: None, env: dict[str, str], tmp_path: Path
-) -> Iterator[Callable[..., Workers]]:
-    started: list[Workers] = []
-
-    def start(count: int, concurrency: int = 4, **extra: str) -> Workers:
-        workers = Workers(
-            count, env={**env, **extra}, log_dir=tmp_path / "workers", concurrency=concurrency
-        )
-        started.append(workers)
-        return workers.__enter__()
-
-    try:
-        yield start
-    finally:
-        for workers in started:
-            workers.stop()
-            print(workers.logs())
-
-
-@pytest.fixture
-def start_replica(clean: None, env: dict[str, str], tmp_path: Path) -> Iterator[Callable[..., Any]]:
-    servers: list[UvicornServer] = []
-
-    def start(name: str, **extra: str) -> UvicornServer:
-        keys = ("DATABASE_URL", "RABBITMQ_URL", "JOB_RETRY_DELAYS", "JOB_DELIVERY_LIMIT")
-        server = UvicornServer(
-            env={**{k: env[k] for k in keys}, **extra}, name=name, log_dir=tmp_path
-        )
-        servers.append(server)
-        return server.start(timeout=budget(20))
-
-    try:
-        yield start
-    finally:
-        for server in servers:
-            server.stop()
 
 
 # --- helpers --------------------------------------------------------------------------

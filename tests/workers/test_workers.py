@@ -73,37 +73,6 @@ def metric(name: str, **values: Any) -> None:
 
 
 @pytest.fixture
-def start_workers(
-    clean: None, database_url: str, rabbitmq_url: str, tmp_path: Path
-) -> Iterator[Callable[..., Workers]]:
-    """start(count, **env) -> Workers consuming; all stopped (logs printed) at teardown."""
-    started: list[Workers] = []
-
-    def start(count: int, concurrency: int = 4, **env: str) -> Workers:
-        full_env = django_env(
-            database_url,
-            rabbitmq_url,
-            JOB_RETRY_DELAYS=env.pop("JOB_RETRY_DELAYS", "0.2,0.4"),
-            BOT_THINK_SECONDS=env.pop("BOT_THINK_SECONDS", "0"),
-            **env,
-        )
-        workers = Workers(
-            count, env=full_env, log_dir=tmp_path / "workers", concurrency=concurrency
-        )
-        started.append(workers)
-        return workers.__enter__()
-
-    try:
-        yield start
-    finally:
-        for workers in started:
-            workers.stop()
-            print(workers.logs())
-        leftovers = [w.pid for ws in started for w in ws if w.alive]
-        assert not leftovers, f"workers left running: {leftovers}"
-
-
-@pytest.fixture
 def play(
     clean: None, database_url: str, rabbitmq_url: str, tmp_path: Path
 ) -> Iterator[Callable[..., subprocess.Popen[bytes]]]:
@@ -124,32 +93,6 @@ def play(
                 with contextlib.suppress(ProcessLookupError):
                     os.killpg(script.pid, signal.SIGKILL)
                 script.wait(10)
-
-
-@pytest.fixture
-def start_replica(
-    clean: None, database_url: str, rabbitmq_url: str, tmp_path: Path
-) -> Iterator[Callable[..., UvicornServer]]:
-    """start(name, **env) -> a healthy replica on the module's database and vhost (the
-    replica publishes `bot.move` with BOT_THINK_SECONDS as its delay: set it here)."""
-    servers: list[UvicornServer] = []
-
-    def start(name: str, **env: str) -> UvicornServer:
-        server = UvicornServer(
-            env={"DATABASE_URL": database_url, "RABBITMQ_URL": rabbitmq_url, **env},
-            name=name,
-            log_dir=tmp_path,
-        )
-        servers.append(server)
-        return server.start(timeout=budget(20))
-
-    try:
-        yield start
-    finally:
-        for server in servers:
-            server.stop()
-            with contextlib.suppress(OSError):
-                print(f"--- {server.name}:\n{server.log_path.read_text()[-2000:]}")
 
 
 # --- helpers --------------------------------------------------------------------------
